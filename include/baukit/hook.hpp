@@ -1,0 +1,223 @@
+/// @file hook.hpp
+/// @brief Forward hooks for libtorch modules: the mechanism every trace is built on.
+///
+/// libtorch's C++ modules have no forward hooks (pytorch issue 25888) and their `forward` is not virtual, so a
+/// module can only run hooks if its own `forward` calls them. This header gives two ways to get there:
+///  - `Hookable`, a mixin for modules written for baukit-cpp: end `forward` with `apply_forward_hooks(out, args...)`;
+///  - `Traced<Impl>`, an adapter that makes any stock libtorch module (`torch::nn::LinearImpl`, a user's
+///    `MyBlockImpl`, ...) traceable without rewriting it, keeping its parameters, names and `forward` signature.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace baukit {
+
+/// A forward hook: receives the forward's arguments (a tuple; arguments that are not IValue-convertible
+/// appear as None) and its output, and returns the output the caller will see.
+using ForwardHook = std::function<torch::IValue(const torch::IValue& inputs, torch::IValue output)>;
+
+namespace detail {
+
+/// Converts a forward argument or result to an IValue; anything that has no IValue form becomes None.
+template <class T>
+torch::IValue to_ivalue(const T& value) {
+  using Plain = std::remove_cv_t<std::remove_reference_t<T>>;
+  if constexpr (std::is_same_v<Plain, torch::IValue>) {
+    return value;
+  } else if constexpr (!std::is_pointer_v<Plain> && std::is_constructible_v<torch::IValue, const Plain&>) {
+    return torch::IValue(value);  // pointers are excluded: IValue would silently turn them into a bool
+  } else {
+    return torch::IValue();
+  }
+}
+
+/// Converts a hook's result back to the type the module's `forward` returns.
+template <class T>
+T from_ivalue(torch::IValue value) {
+  if constexpr (std::is_same_v<T, torch::IValue>) {
+    return value;
+  } else {
+    return std::move(value).to<T>();
+  }
+}
+
+}  // namespace detail
+
+/// Mixin that stores forward hooks and runs them; derive a module from it to make it traceable.
+///
+/// @code
+/// struct ScaleImpl : torch::nn::Cloneable<ScaleImpl>, baukit::Hookable {
+///   void reset() override {}
+///   torch::Tensor forward(const torch::Tensor& x) { return apply_forward_hooks(x * 2, x); }
+/// };
+/// TORCH_MODULE(Scale);
+/// @endcode
+///
+/// Copies of a module do not inherit its hooks: a hook belongs to the object it was attached to.
+class Hookable {
+ public:
+  /// Identifies an attached hook, for removal.
+  using HookId = std::uint64_t;
+
+  Hookable() = default;
+  /// Copying a module copies no hooks.
+  Hookable(const Hookable& /*other*/) noexcept {}
+  /// Assigning a module keeps this object's own hooks.
+  Hookable& operator=(const Hookable& /*other*/) noexcept { return *this; }
+  virtual ~Hookable() = default;
+
+  /// Attaches `hook`; hooks run in the order they were attached, each seeing the previous one's output.
+  HookId add_forward_hook(ForwardHook hook) {
+    hooks_.emplace_back(next_id_, std::move(hook));
+    return next_id_++;
+  }
+
+  /// Detaches the hook `id`; returns false when it is not attached.
+  bool remove_forward_hook(HookId id) noexcept {
+    for (auto it = hooks_.begin(); it != hooks_.end(); ++it) {
+      if (it->first == id) {
+        hooks_.erase(it);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// The number of hooks attached now.
+  [[nodiscard]] std::size_t num_forward_hooks() const noexcept { return hooks_.size(); }
+
+ protected:
+  /// Runs the attached hooks on `output`, with `inputs` as the forward's arguments, and returns the
+  /// (possibly edited) output. With no hook attached this is a single branch.
+  template <class Out, class... In>
+  Out apply_forward_hooks(Out output, const In&... inputs) {
+    if (hooks_.empty()) return output;
+    return detail::from_ivalue<Out>(run_hooks(torch::ivalue::Tuple::create({detail::to_ivalue(inputs)...}),
+                                              detail::to_ivalue(output)));
+  }
+
+  /// Runs the hooks on type-erased values.
+  torch::IValue run_hooks(const torch::IValue& inputs, torch::IValue output) {
+    // A copy, so that a hook may attach or detach hooks without invalidating this loop.
+    const auto hooks = hooks_;
+    for (const auto& [id, hook] : hooks) output = hook(inputs, std::move(output));
+    return output;
+  }
+
+  /// True when at least one hook is attached.
+  [[nodiscard]] bool has_forward_hooks() const noexcept { return !hooks_.empty(); }
+
+ private:
+  std::vector<std::pair<HookId, ForwardHook>> hooks_;
+  HookId next_id_ = 1;
+};
+
+namespace detail {
+
+template <class Impl, class Forward>
+class TracedForward;
+
+/// Re-declares `Impl::forward` with the same signature, running the hooks around it.
+template <class Impl, class Result, class Class, class... Args>
+class TracedForward<Impl, Result (Class::*)(Args...)> : public Impl, public Hookable {
+ public:
+  using Impl::Impl;
+  TracedForward() = default;
+  /// Copies `module`'s own members; the most derived class copies the virtual `Module` base.
+  explicit TracedForward(const Impl& module) : Impl(module) {}
+
+  /// The wrapped module's forward, with hooks run on its result.
+  Result forward(Args... args) {
+    if (!has_forward_hooks()) return Impl::forward(std::forward<Args>(args)...);
+    auto inputs = torch::ivalue::Tuple::create({detail::to_ivalue(args)...});
+    auto output = detail::to_ivalue(Impl::forward(std::forward<Args>(args)...));
+    return detail::from_ivalue<Result>(run_hooks(inputs, std::move(output)));
+  }
+};
+
+/// The same for a `forward` declared `const`.
+template <class Impl, class Result, class Class, class... Args>
+class TracedForward<Impl, Result (Class::*)(Args...) const>
+    : public TracedForward<Impl, Result (Class::*)(Args...)> {
+  using TracedForward<Impl, Result (Class::*)(Args...)>::TracedForward;
+};
+
+}  // namespace detail
+
+/// Makes the libtorch module `Impl` traceable: same parameters, buffers, submodules, names and `forward`
+/// signature, plus hooks. `Impl::forward` must not be overloaded or a template.
+///
+/// @code
+/// baukit::TracedLinear proj(torch::nn::LinearOptions(16, 4));   // a traceable torch::nn::Linear
+/// auto seq = torch::nn::Sequential(torch::nn::Linear(4, 4), torch::nn::ReLU());
+/// baukit::make_traceable(seq);                                   // every element, in place
+/// @endcode
+template <class Impl>
+class Traced : public detail::TracedForward<Impl, decltype(&Impl::forward)> {
+  using Base = detail::TracedForward<Impl, decltype(&Impl::forward)>;
+
+  template <class... Args>
+  static constexpr bool is_copy_of_impl =
+      sizeof...(Args) == 1 && (std::is_base_of_v<Impl, std::remove_cvref_t<Args>> && ...);
+
+ public:
+  /// Constructs the module as `Impl(args...)` would, e.g. `Traced<torch::nn::LinearImpl>(16, 4)`.
+  template <class... Args>
+    requires(std::is_constructible_v<Impl, Args...> && !is_copy_of_impl<Args...>)
+  explicit Traced(Args&&... args) : Base(std::forward<Args>(args)...) {}
+
+  /// Wraps a copy of `module` that shares its parameters, buffers and submodules. `Module` is a virtual base
+  /// of every libtorch module, so it is copied here, by the most derived class.
+  explicit Traced(const Impl& module) : torch::nn::Module(module), Base(module) {}
+
+  /// Deep-copies the module (as `Impl::clone` does) and keeps it traceable; hooks are not copied.
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {
+    auto copy = std::dynamic_pointer_cast<Impl>(Impl::clone(device));
+    return std::make_shared<Traced>(*copy);
+  }
+};
+
+/// Wraps an existing module in a traceable one that shares its parameters and submodules.
+template <class Impl>
+std::shared_ptr<Traced<Impl>> traced(const std::shared_ptr<Impl>& module) {
+  return std::make_shared<Traced<Impl>>(*module);
+}
+
+/// Wraps the module held by a libtorch holder (`torch::nn::Linear`, ...) in a traceable one sharing its state.
+template <class Impl>
+torch::nn::ModuleHolder<Traced<Impl>> traced(const torch::nn::ModuleHolder<Impl>& holder) {
+  return torch::nn::ModuleHolder<Traced<Impl>>(traced(holder.ptr()));
+}
+
+/// Declares the holder `Name` for the traceable `Traced<NameImpl>`, as `TORCH_MODULE(Name)` does for `NameImpl`.
+#define BAUKIT_TRACED_MODULE(Name)                                               \
+  class Name : public torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>> {    \
+   public:                                                                       \
+    using torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>>::ModuleHolder;   \
+    using Impl = ::baukit::Traced<Name##Impl>;                                   \
+  }
+
+/// A traceable `torch::nn::Linear`.
+using TracedLinear = torch::nn::ModuleHolder<Traced<torch::nn::LinearImpl>>;
+/// A traceable `torch::nn::LayerNorm`.
+using TracedLayerNorm = torch::nn::ModuleHolder<Traced<torch::nn::LayerNormImpl>>;
+/// A traceable `torch::nn::Embedding`.
+using TracedEmbedding = torch::nn::ModuleHolder<Traced<torch::nn::EmbeddingImpl>>;
+/// A traceable `torch::nn::Dropout`.
+using TracedDropout = torch::nn::ModuleHolder<Traced<torch::nn::DropoutImpl>>;
+/// A traceable `torch::nn::Softmax`.
+using TracedSoftmax = torch::nn::ModuleHolder<Traced<torch::nn::SoftmaxImpl>>;
+/// A traceable `torch::nn::GELU`.
+using TracedGELU = torch::nn::ModuleHolder<Traced<torch::nn::GELUImpl>>;
+/// A traceable `torch::nn::ReLU`.
+using TracedReLU = torch::nn::ModuleHolder<Traced<torch::nn::ReLUImpl>>;
+
+}  // namespace baukit
