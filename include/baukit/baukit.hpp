@@ -2,6 +2,13 @@
 /// @brief The umbrella header: everything baukit-cpp offers.
 #pragma once
 
+#include <baukit/generate.hpp>
 #include <baukit/hook.hpp>
+#include <baukit/io/checkpoint.hpp>
+#include <baukit/io/safetensors.hpp>
+#include <baukit/io/torch_bin.hpp>
+#include <baukit/models/causal_lm.hpp>
+#include <baukit/models/gpt2.hpp>
 #include <baukit/modules.hpp>
+#include <baukit/tokenizer.hpp>
 #include <baukit/trace.hpp>

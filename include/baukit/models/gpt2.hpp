@@ -1,0 +1,368 @@
+/// @file gpt2.hpp
+/// @brief GPT-2, with Hugging Face's module names (`transformer.h.N.attn.c_attn`, `lm_head`, ...), every module
+/// traceable, loading the same checkpoint directories as `GPT2LMHeadModel.from_pretrained`.
+///
+/// @code
+/// auto model = baukit::models::GPT2LMHeadModel::from_pretrained("gpt2-xl");
+/// torch::Tensor logits = model->forward(ids, {}, nullptr);   // [batch, tokens, vocab]
+/// @endcode
+#pragma once
+
+#include <baukit/io/checkpoint.hpp>
+#include <baukit/io/safetensors.hpp>
+#include <baukit/models/causal_lm.hpp>
+#include <baukit/models/config.hpp>
+#include <baukit/models/layers.hpp>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <string>
+
+namespace baukit::models {
+
+/// GPT-2's hyperparameters, with Hugging Face's names and defaults.
+struct GPT2Config {
+  int64_t vocab_size = 50257;                   ///< Vocabulary size.
+  int64_t n_positions = 1024;                   ///< Longest sequence.
+  int64_t n_embd = 768;                         ///< Width of the residual stream.
+  int64_t n_layer = 12;                         ///< Number of blocks.
+  int64_t n_head = 12;                          ///< Attention heads per block.
+  int64_t n_inner = 0;                          ///< MLP width; 0 means 4 * n_embd.
+  std::string activation_function = "gelu_new"; ///< MLP activation.
+  double layer_norm_epsilon = 1e-5;             ///< LayerNorm epsilon.
+  double resid_pdrop = 0.1;                     ///< Dropout after attention and MLP (training only).
+  double embd_pdrop = 0.1;                      ///< Dropout after the embeddings (training only).
+  double attn_pdrop = 0.1;                      ///< Dropout on attention probabilities (training only).
+  bool scale_attn_weights = true;               ///< Scale scores by 1/sqrt(head_dim).
+  bool scale_attn_by_inverse_layer_idx = false; ///< Also scale scores by 1/(layer index + 1).
+  bool tie_word_embeddings = true;              ///< `lm_head` shares `wte`'s weight.
+
+  /// The MLP width.
+  [[nodiscard]] int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
+
+  /// Reads `directory/config.json`, with GPT-2's defaults for missing keys; unsupported settings fail by name.
+  static GPT2Config from_pretrained(const std::filesystem::path& directory) {
+    const auto file = ConfigFile::read(directory);
+    GPT2Config c;
+    if (const auto type = file.get<std::string>("model_type", "gpt2"); type != "gpt2")
+      file.fail("model_type", fmt::format("is '{}', not 'gpt2'", type));
+    c.vocab_size = file.positive("vocab_size", c.vocab_size);
+    c.n_positions = file.positive("n_positions", c.n_positions);
+    c.n_embd = file.positive("n_embd", c.n_embd);
+    c.n_layer = file.positive("n_layer", c.n_layer);
+    c.n_head = file.positive("n_head", c.n_head);
+    c.n_inner = file.get<int64_t>("n_inner", 0);
+    if (c.n_inner < 0) file.fail("n_inner", "must not be negative");
+    c.activation_function = file.get<std::string>("activation_function", c.activation_function);
+    if (!ActivationImpl::supported().count(c.activation_function))
+      file.fail("activation_function", fmt::format("'{}' is not supported", c.activation_function));
+    c.layer_norm_epsilon = file.get<double>("layer_norm_epsilon", c.layer_norm_epsilon);
+    c.resid_pdrop = file.get<double>("resid_pdrop", c.resid_pdrop);
+    c.embd_pdrop = file.get<double>("embd_pdrop", c.embd_pdrop);
+    c.attn_pdrop = file.get<double>("attn_pdrop", c.attn_pdrop);
+    c.scale_attn_weights = file.get<bool>("scale_attn_weights", c.scale_attn_weights);
+    c.scale_attn_by_inverse_layer_idx = file.get<bool>("scale_attn_by_inverse_layer_idx", c.scale_attn_by_inverse_layer_idx);
+    c.tie_word_embeddings = file.get<bool>("tie_word_embeddings", c.tie_word_embeddings);
+    if (file.get<bool>("add_cross_attention", false)) file.fail("add_cross_attention", "is true: cross-attention is not supported");
+    if (c.n_embd % c.n_head != 0)
+      file.fail("n_embd", fmt::format("{} is not divisible by n_head {}", c.n_embd, c.n_head));
+    return c;
+  }
+
+  /// The `config.json` Hugging Face writes for this configuration.
+  [[nodiscard]] nlohmann::json to_json() const {
+    return {{"model_type", "gpt2"},
+            {"architectures", {"GPT2LMHeadModel"}},
+            {"vocab_size", vocab_size},
+            {"n_positions", n_positions},
+            {"n_ctx", n_positions},
+            {"n_embd", n_embd},
+            {"n_layer", n_layer},
+            {"n_head", n_head},
+            {"n_inner", n_inner > 0 ? nlohmann::json(n_inner) : nlohmann::json(nullptr)},
+            {"activation_function", activation_function},
+            {"layer_norm_epsilon", layer_norm_epsilon},
+            {"resid_pdrop", resid_pdrop},
+            {"embd_pdrop", embd_pdrop},
+            {"attn_pdrop", attn_pdrop},
+            {"scale_attn_weights", scale_attn_weights},
+            {"scale_attn_by_inverse_layer_idx", scale_attn_by_inverse_layer_idx},
+            {"tie_word_embeddings", tie_word_embeddings},
+            {"bos_token_id", 50256},
+            {"eos_token_id", 50256}};
+  }
+};
+
+/// Causal self-attention: `c_attn` makes q, k, v; scores scaled, masked, softmaxed; `c_proj` mixes heads.
+class GPT2AttentionImpl : public torch::nn::Cloneable<GPT2AttentionImpl> {
+ public:
+  /// The attention of block `layer_idx`.
+  GPT2AttentionImpl(const GPT2Config& config, int64_t layer_idx) : config_(config), layer_idx_(layer_idx) { reset(); }
+  /// Registers the submodules.
+  void reset() override {
+    c_attn = register_module("c_attn", Conv1D(config_.n_embd, 3 * config_.n_embd));
+    c_proj = register_module("c_proj", Conv1D(config_.n_embd, config_.n_embd));
+    attn_dropout = register_module("attn_dropout", TracedDropout(config_.attn_pdrop));
+    resid_dropout = register_module("resid_dropout", TracedDropout(config_.resid_pdrop));
+  }
+
+  /// `x` [batch, tokens, n_embd]; `mask` [batch or 1, 1, tokens, past + tokens], true where a query may not look
+  /// (undefined: nothing masked); `cache` extended with this call's keys and values when given.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, KVCache* cache) {
+    const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2), heads = config_.n_head;
+    auto split_heads = [&](const torch::Tensor& t) { return t.view({batch, tokens, heads, width / heads}).transpose(1, 2); };
+    const auto qkv = c_attn(x).split(width, 2);
+    auto q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);
+    if (cache) {
+      auto &past_k = cache->keys.at(layer_idx_), &past_v = cache->values.at(layer_idx_);
+      if (past_k.defined()) {
+        k = torch::cat({past_k, k}, 2);
+        v = torch::cat({past_v, v}, 2);
+      }
+      past_k = k;
+      past_v = v;
+    }
+    double scale = config_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(width / heads)) : 1.0;
+    if (config_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer_idx_ + 1);
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+    // The most negative float rather than -inf: a fully masked row (left padding) stays finite.
+    if (mask.defined()) scores = scores.masked_fill(mask, std::numeric_limits<float>::lowest());
+    const auto probs = attn_dropout(torch::softmax(scores, -1));
+    const auto y = torch::matmul(probs, v).transpose(1, 2).reshape({batch, tokens, width});
+    return resid_dropout(c_proj(y));
+  }
+
+  Conv1D c_attn{nullptr};          ///< x -> q, k, v
+  Conv1D c_proj{nullptr};          ///< heads -> residual
+  TracedDropout attn_dropout{nullptr};   ///< On attention probabilities.
+  TracedDropout resid_dropout{nullptr};  ///< On the output.
+
+ private:
+  GPT2Config config_;
+  int64_t layer_idx_;
+};
+/// Traceable holder of `GPT2AttentionImpl`.
+BAUKIT_TRACED_MODULE(GPT2Attention);
+
+/// The MLP: `c_fc`, activation, `c_proj`.
+class GPT2MLPImpl : public torch::nn::Cloneable<GPT2MLPImpl> {
+ public:
+  /// The MLP for `config`.
+  explicit GPT2MLPImpl(const GPT2Config& config) : config_(config) { reset(); }
+  /// Registers the submodules.
+  void reset() override {
+    c_fc = register_module("c_fc", Conv1D(config_.n_embd, config_.inner()));
+    act = register_module("act", Activation(config_.activation_function));
+    c_proj = register_module("c_proj", Conv1D(config_.inner(), config_.n_embd));
+    dropout = register_module("dropout", TracedDropout(config_.resid_pdrop));
+  }
+  /// dropout(c_proj(act(c_fc(x)))).
+  torch::Tensor forward(const torch::Tensor& x) { return dropout(c_proj(act(c_fc(x)))); }
+
+  Conv1D c_fc{nullptr};            ///< n_embd -> inner
+  Activation act{nullptr};         ///< The activation.
+  Conv1D c_proj{nullptr};          ///< inner -> n_embd
+  TracedDropout dropout{nullptr};  ///< On the output.
+
+ private:
+  GPT2Config config_;
+};
+/// Traceable holder of `GPT2MLPImpl`.
+BAUKIT_TRACED_MODULE(GPT2MLP);
+
+/// A transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)). Its output is the residual stream.
+class GPT2BlockImpl : public torch::nn::Cloneable<GPT2BlockImpl> {
+ public:
+  /// Block `layer_idx` of `config`.
+  GPT2BlockImpl(const GPT2Config& config, int64_t layer_idx) : config_(config), layer_idx_(layer_idx) { reset(); }
+  /// Registers the submodules.
+  void reset() override {
+    const auto norm = torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon);
+    ln_1 = register_module("ln_1", TracedLayerNorm(norm));
+    attn = register_module("attn", GPT2Attention(config_, layer_idx_));
+    ln_2 = register_module("ln_2", TracedLayerNorm(norm));
+    mlp = register_module("mlp", GPT2MLP(config_));
+  }
+  /// The block; `mask` and `cache` as for `GPT2AttentionImpl::forward`.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, KVCache* cache) {
+    auto h = x + attn(ln_1(x), mask, cache);
+    return h + mlp(ln_2(h));
+  }
+
+  TracedLayerNorm ln_1{nullptr};  ///< Before attention.
+  GPT2Attention attn{nullptr};    ///< Self-attention.
+  TracedLayerNorm ln_2{nullptr};  ///< Before the MLP.
+  GPT2MLP mlp{nullptr};           ///< The MLP.
+
+ private:
+  GPT2Config config_;
+  int64_t layer_idx_;
+};
+/// Traceable holder of `GPT2BlockImpl`.
+BAUKIT_TRACED_MODULE(GPT2Block);
+
+/// The body: token and position embeddings, dropout, the blocks, and the final LayerNorm.
+class GPT2ModelImpl : public torch::nn::Cloneable<GPT2ModelImpl> {
+ public:
+  /// The body for `config`.
+  explicit GPT2ModelImpl(const GPT2Config& config) : config_(config) { reset(); }
+  /// Registers the submodules (embeddings uninitialised).
+  void reset() override {
+    auto embedding = [](int64_t rows, int64_t width) {
+      return torch::nn::EmbeddingOptions(rows, width)._weight(torch::empty({rows, width}));
+    };
+    wte = register_module("wte", TracedEmbedding(embedding(config_.vocab_size, config_.n_embd)));
+    wpe = register_module("wpe", TracedEmbedding(embedding(config_.n_positions, config_.n_embd)));
+    drop = register_module("drop", TracedDropout(config_.embd_pdrop));
+    h = register_module("h", torch::nn::ModuleList());
+    for (int64_t i = 0; i < config_.n_layer; ++i) h->push_back(GPT2Block(config_, i));
+    ln_f = register_module("ln_f", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
+  }
+
+  /// Hidden states after `ln_f` [batch, tokens, n_embd]; arguments as for `CausalLM::forward`.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
+    const int64_t tokens = input_ids.size(1), past = cache ? cache->length() : 0;
+    if (past + tokens > config_.n_positions)
+      throw std::invalid_argument(fmt::format("GPT-2: {} tokens (with {} cached) exceed n_positions = {}", tokens, past, config_.n_positions));
+    torch::Tensor positions, mask;
+    const auto options = torch::TensorOptions().device(input_ids.device());
+    if (attention_mask.defined()) {
+      // Left padding: a token's position counts only the real tokens before it.
+      positions = (attention_mask.to(torch::kLong).cumsum(-1) - 1).clamp_min(0).slice(1, past, past + tokens);
+      mask = (attention_mask == 0).view({attention_mask.size(0), 1, 1, past + tokens});
+    } else {
+      positions = torch::arange(past, past + tokens, options.dtype(torch::kLong)).unsqueeze(0);
+    }
+    if (tokens > 1) {  // causal, aligned bottom-right: query i sees keys up to past + i
+      auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool)).triu(past + 1).view({1, 1, tokens, past + tokens});
+      mask = mask.defined() ? (mask | causal) : causal;
+    }
+    auto x = drop(wte(input_ids) + wpe(positions));
+    for (const auto& block : *h) x = block->as<GPT2Block::Impl>()->forward(x, mask, cache);
+    return ln_f(x);
+  }
+
+  TracedEmbedding wte{nullptr};         ///< Token embedding [vocab, n_embd].
+  TracedEmbedding wpe{nullptr};         ///< Position embedding [n_positions, n_embd].
+  TracedDropout drop{nullptr};          ///< After the embeddings; its output is the stream before block 0.
+  torch::nn::ModuleList h{nullptr};     ///< The blocks, `GPT2Block`.
+  TracedLayerNorm ln_f{nullptr};        ///< The final LayerNorm.
+
+ private:
+  GPT2Config config_;
+};
+/// Traceable holder of `GPT2ModelImpl`.
+BAUKIT_TRACED_MODULE(GPT2Model);
+
+/// GPT-2 with its language-model head, as Hugging Face's `GPT2LMHeadModel`.
+class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, public CausalLM {
+ public:
+  /// An uninitialised model for `config` (load a checkpoint, or call `init_weights`).
+  explicit GPT2LMHeadModelImpl(GPT2Config config) : config(std::move(config)) { reset(); }
+  /// Registers the submodules; `lm_head` shares `wte`'s weight when tied.
+  void reset() override {
+    transformer = register_module("transformer", GPT2Model(config));
+    lm_head = register_module("lm_head", Linear(config.n_embd, config.vocab_size, false,
+                                                config.tie_word_embeddings ? transformer->wte->weight : torch::Tensor()));
+  }
+
+  /// Logits [batch, tokens, vocab].
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) override {
+    return lm_head(transformer(input_ids, attention_mask, cache));
+  }
+
+  /// Loads `directory` (`config.json` and the weights) as `GPT2LMHeadModel.from_pretrained` does, in eval mode.
+  static std::shared_ptr<GPT2LMHeadModelImpl> from_pretrained(const std::filesystem::path& directory,
+                                                              torch::Device device = torch::kCPU, bool check_finite = true) {
+    auto model = std::make_shared<GPT2LMHeadModelImpl>(GPT2Config::from_pretrained(directory));
+    const auto state = io::read_checkpoint(directory);
+    auto options = io::LoadOptions()
+                       .optional_prefix("transformer.")
+                       .ignore(R"(\.attn\.(masked_)?bias$)")
+                       .check_finite(check_finite);
+    if (model->config.tie_word_embeddings) options.may_be_missing({"lm_head.weight"});
+    io::load_state_dict(*model, state, options, directory);
+    model->eval();
+    if (device != torch::kCPU) model->to(device);
+    return model;
+  }
+
+  /// Writes `config.json` and `model.safetensors` (names with the `transformer.` prefix; a tied `lm_head`
+  /// is not stored), stored as `dtype`.
+  void save_pretrained(const std::filesystem::path& directory, torch::ScalarType dtype = torch::kFloat32) {
+    std::filesystem::create_directories(directory);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& item : named_parameters(true)) {
+      if (config.tie_word_embeddings && item.key() == "lm_head.weight") continue;
+      tensors.emplace_back(item.key(), item.value().detach().to(dtype));
+    }
+    io::save_safetensors(directory / "model.safetensors", tensors, {{"format", "pt"}});
+    const auto text = config.to_json().dump(2);
+    io::write_file_atomically(directory / "config.json", [&](std::ofstream& out) { out << text << '\n'; });
+  }
+
+  /// GPT-2's initialisation: N(0, 0.02) weights, N(0, 0.02/sqrt(2 n_layer)) for the projections into the
+  /// residual stream, zero biases, unit LayerNorms. Deterministic for a given `seed`.
+  void init_weights(uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    auto generator = at::detail::createCPUGenerator(seed);
+    const double std = 0.02, projection_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layer));
+    for (auto& item : named_parameters(true)) {
+      const auto& name = item.key();
+      auto& p = item.value();
+      if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
+      if (name.find("ln_") != std::string::npos) {
+        name.ends_with("weight") ? p.fill_(1.0) : p.zero_();
+      } else if (name.ends_with("bias")) {
+        p.zero_();
+      } else {
+        p.normal_(0.0, name.ends_with("c_proj.weight") ? projection_std : std, generator);
+      }
+    }
+  }
+
+  // CausalLM
+  /// This model as a module.
+  torch::nn::Module& module() override { return *this; }
+  /// `transformer.h.N`, `transformer.drop`, `transformer.ln_f`, `lm_head`, `transformer.h.N.attn`.
+  [[nodiscard]] LensLayout lens_layout() const override {
+    LensLayout layout{{}, "transformer.drop", "transformer.ln_f", "lm_head", {}};
+    for (int64_t i = 0; i < config.n_layer; ++i) {
+      layout.blocks.push_back(fmt::format("transformer.h.{}", i));
+      layout.attention.push_back(fmt::format("transformer.h.{}.attn", i));
+    }
+    return layout;
+  }
+  /// `transformer.ln_f`.
+  torch::nn::AnyModule final_norm() override { return torch::nn::AnyModule(transformer->ln_f); }
+  /// `lm_head`.
+  torch::nn::AnyModule unembedding() override { return torch::nn::AnyModule(lm_head); }
+  /// `n_layer`.
+  [[nodiscard]] int64_t num_layers() const override { return config.n_layer; }
+  /// `n_positions`.
+  [[nodiscard]] int64_t max_positions() const override { return config.n_positions; }
+  /// `vocab_size`.
+  [[nodiscard]] int64_t vocab_size() const override { return config.vocab_size; }
+  /// "gpt2".
+  [[nodiscard]] std::string model_type() const override { return "gpt2"; }
+
+  GPT2Config config;                ///< Hyperparameters.
+  GPT2Model transformer{nullptr};   ///< The body.
+  Linear lm_head{nullptr};          ///< The unembedding [vocab, n_embd].
+};
+/// Holder of `GPT2LMHeadModelImpl`, as `TORCH_MODULE` makes, plus `from_pretrained`.
+class GPT2LMHeadModel : public torch::nn::ModuleHolder<GPT2LMHeadModelImpl> {
+ public:
+  using torch::nn::ModuleHolder<GPT2LMHeadModelImpl>::ModuleHolder;
+  /// Loads a checkpoint directory; see `GPT2LMHeadModelImpl::from_pretrained`.
+  static GPT2LMHeadModel from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU,
+                                         bool check_finite = true) {
+    return GPT2LMHeadModel(GPT2LMHeadModelImpl::from_pretrained(directory, device, check_finite));
+  }
+};
+
+}  // namespace baukit::models

@@ -1,0 +1,424 @@
+/// @file tokenizer.hpp
+/// @brief GPT-2's byte-level BPE tokenizer, reading a checkpoint's `vocab.json`, `merges.txt` and (where present)
+/// `added_tokens.json`; token for token equal to the reference encoder.
+///
+/// @code
+/// auto tok = baukit::Tokenizer::from_pretrained("gpt2-xl");
+/// std::vector<int64_t> ids = tok.encode("Hello world");   // {15496, 995}
+/// std::string text = tok.decode(ids);                     // "Hello world"
+/// @endcode
+#pragma once
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace baukit {
+
+/// Thrown when the tokenizer's files are missing or malformed; the message names the file (and line).
+class TokenizerError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace utf8 {
+
+/// The byte offset of the first invalid UTF-8 sequence in `text`, or nullopt if it is valid.
+inline std::optional<std::size_t> first_invalid(std::string_view text);
+
+/// Appends the UTF-8 encoding of `code_point` to `out`.
+inline void append(std::string& out, char32_t code_point) {
+  if (code_point < 0x80) {
+    out += static_cast<char>(code_point);
+  } else if (code_point < 0x800) {
+    out += static_cast<char>(0xC0 | (code_point >> 6));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else if (code_point < 0x10000) {
+    out += static_cast<char>(0xE0 | (code_point >> 12));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (code_point >> 18));
+    out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  }
+}
+
+/// The length of the valid UTF-8 sequence at `text[at]`, or the length of its maximal invalid subpart as a
+/// negative number (Unicode's "maximal subpart" rule, which Python's `errors="replace"` follows).
+inline int sequence_at(std::string_view text, std::size_t at) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(at);
+  if (lead < 0x80) return 1;
+  int length = 0;
+  unsigned char low = 0x80, high = 0xBF;  // the range allowed for the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) length = 2;
+  else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;
+    if (lead == 0xED) high = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;
+  } else {
+    return -1;
+  }
+  for (int i = 1; i < length; ++i) {
+    if (at + static_cast<std::size_t>(i) >= text.size()) return -i;
+    const unsigned char next = byte(at + static_cast<std::size_t>(i));
+    if (next < (i == 1 ? low : 0x80) || next > (i == 1 ? high : 0xBF)) return -i;
+  }
+  return length;
+}
+
+inline std::optional<std::size_t> first_invalid(std::string_view text) {
+  for (std::size_t at = 0; at < text.size();) {
+    const int length = sequence_at(text, at);
+    if (length < 0) return at;
+    at += static_cast<std::size_t>(length);
+  }
+  return std::nullopt;
+}
+
+/// `bytes` as valid UTF-8: each maximal invalid subpart becomes one U+FFFD, as Python's
+/// `bytes.decode("utf-8", errors="replace")` does.
+inline std::string replace_invalid(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (std::size_t at = 0; at < bytes.size();) {
+    const int length = sequence_at(bytes, at);
+    if (length > 0) {
+      out.append(bytes.substr(at, static_cast<std::size_t>(length)));
+      at += static_cast<std::size_t>(length);
+    } else {
+      out += "\xEF\xBF\xBD";
+      at += static_cast<std::size_t>(-length);
+    }
+  }
+  return out;
+}
+
+}  // namespace utf8
+
+/// GPT-2's tokenizer: its pre-tokenizer regex (through PCRE2, with Unicode properties), its byte-to-unicode
+/// mapping, and BPE by merge rank. Thread-safe: `encode` and `decode` may run concurrently.
+class Tokenizer {
+ public:
+  /// GPT-2's pre-tokenizer pattern.
+  static constexpr std::string_view kPattern =
+      R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+  /// Reads `vocab.json`, `merges.txt` and, if present, `added_tokens.json` from `directory`.
+  static Tokenizer from_pretrained(const std::filesystem::path& directory) {
+    const auto added = directory / "added_tokens.json";
+    return Tokenizer(directory / "vocab.json", directory / "merges.txt", std::filesystem::exists(added) ? added : std::filesystem::path());
+  }
+
+  /// Reads the given files; `added_tokens` may be empty.
+  Tokenizer(const std::filesystem::path& vocab, const std::filesystem::path& merges, const std::filesystem::path& added_tokens = {}) {
+    read_vocab(vocab);
+    if (!added_tokens.empty()) read_added_tokens(added_tokens);
+    read_merges(merges);
+    compile_pattern();
+  }
+
+  /// Token ids of `text` (valid UTF-8; throws `std::invalid_argument` naming the byte offset otherwise). Special
+  /// tokens (`<|endoftext|>`, added tokens) are recognised only when `allow_special`; otherwise they are text.
+  [[nodiscard]] std::vector<int64_t> encode(std::string_view text, bool allow_special = false) const {
+    if (auto bad = utf8::first_invalid(text))
+      throw std::invalid_argument(fmt::format("tokenizer: the text is not valid UTF-8 (byte {} is 0x{:02x})", *bad,
+                                              static_cast<unsigned char>(text[*bad])));
+    std::vector<int64_t> ids;
+    WordCache cache;
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
+        pcre2_match_data_create_from_pattern(pattern_.get(), nullptr), &pcre2_match_data_free);
+    std::size_t at = 0;
+    while (at < text.size()) {
+      std::size_t end = text.size();
+      const std::string* special = nullptr;
+      if (allow_special) {
+        for (const auto& [content, id] : specials_) {  // longest first
+          const auto found = text.find(content, at);
+          if (found != std::string_view::npos && found < end) {
+            end = found;
+            special = &content;
+          }
+        }
+      }
+      encode_ordinary(text.substr(at, end - at), ids, cache, match.get());
+      if (!special) break;
+      ids.push_back(special_ids_.at(*special));
+      at = end + special->size();
+    }
+    return ids;
+  }
+
+  /// The text of `ids`; bytes that do not form valid UTF-8 become U+FFFD, as Hugging Face's `decode` does.
+  /// Throws `std::out_of_range` naming an id outside the vocabulary.
+  [[nodiscard]] std::string decode(const std::vector<int64_t>& ids) const {
+    std::string bytes;
+    for (const auto id : ids) bytes += token_bytes(id);
+    return utf8::replace_invalid(bytes);
+  }
+
+  /// The text of one token, with U+FFFD for a partial UTF-8 character (what the lens shows).
+  [[nodiscard]] std::string decode(int64_t id) const { return utf8::replace_invalid(token_bytes(id)); }
+
+  /// The raw bytes of one token.
+  [[nodiscard]] const std::string& token_bytes(int64_t id) const {
+    if (id < 0 || id >= static_cast<int64_t>(id_to_bytes_.size()) || !known_[static_cast<std::size_t>(id)])
+      throw std::out_of_range(fmt::format("tokenizer: token id {} is not in the vocabulary (0..{})", id, id_to_bytes_.size() - 1));
+    return id_to_bytes_[static_cast<std::size_t>(id)];
+  }
+
+  /// One more than the largest token id.
+  [[nodiscard]] int64_t vocab_size() const { return static_cast<int64_t>(id_to_bytes_.size()); }
+
+  /// The id of a special token such as `<|endoftext|>`, if the vocabulary has it.
+  [[nodiscard]] std::optional<int64_t> special_token(const std::string& content) const {
+    auto it = special_ids_.find(content);
+    if (it == special_ids_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  using WordCache = std::unordered_map<std::string_view, std::vector<int32_t>>;
+
+  struct Merge {
+    int32_t rank;
+    int32_t merged;
+  };
+
+  static std::array<char32_t, 256> byte_to_unicode() {
+    std::array<char32_t, 256> table{};
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      table[static_cast<std::size_t>(b)] = printable ? static_cast<char32_t>(b) : next++;
+    }
+    return table;
+  }
+
+  static std::string read_text_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw TokenizerError(fmt::format("{}: cannot open", path.string()));
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  void set_token(const std::filesystem::path& path, const std::string& token, int64_t id, std::string bytes) {
+    if (id < 0 || id > 10'000'000) throw TokenizerError(fmt::format("{}: token '{}' has the id {}, out of range", path.string(), token, id));
+    const auto index = static_cast<std::size_t>(id);
+    if (index >= id_to_bytes_.size()) {
+      id_to_bytes_.resize(index + 1);
+      known_.resize(index + 1, false);
+    }
+    if (known_[index]) throw TokenizerError(fmt::format("{}: id {} is given to two tokens", path.string(), id));
+    id_to_bytes_[index] = std::move(bytes);
+    known_[index] = true;
+  }
+
+  void read_vocab(const std::filesystem::path& path) {
+    nlohmann::json vocab;
+    try {
+      vocab = nlohmann::json::parse(read_text_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+    }
+    if (!vocab.is_object() || vocab.empty()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
+    std::unordered_map<char32_t, unsigned char> unicode_to_byte;
+    const auto table = byte_to_unicode();
+    for (int b = 0; b < 256; ++b) unicode_to_byte[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
+    for (const auto& [token, id] : vocab.items()) {
+      if (!id.is_number_integer()) throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), token));
+      // Token strings are sequences of the byte-to-unicode characters; map them back to bytes.
+      std::string bytes;
+      bool byte_level = true;
+      for (std::size_t at = 0; at < token.size();) {
+        const int length = utf8::sequence_at(token, at);
+        char32_t cp = static_cast<unsigned char>(token[at]);
+        if (length == 2) cp = ((cp & 0x1F) << 6) | (static_cast<unsigned char>(token[at + 1]) & 0x3F);
+        else if (length > 2) byte_level = false;
+        auto it = unicode_to_byte.find(cp);
+        if (length <= 0 || it == unicode_to_byte.end()) byte_level = false;
+        if (!byte_level) break;
+        bytes += static_cast<char>(it->second);
+        at += static_cast<std::size_t>(length);
+      }
+      const auto value = id.get<int64_t>();
+      if (byte_level) {
+        set_token(path, token, value, std::move(bytes));
+        token_ids_.emplace(token, static_cast<int32_t>(value));
+      } else {
+        add_special(path, token, value);  // e.g. <|endoftext|> is byte-level too; other literal tokens land here
+      }
+    }
+    if (token_ids_.count("<|endoftext|>")) special_ids_.emplace("<|endoftext|>", token_ids_.at("<|endoftext|>"));
+    for (int b = 0; b < 256; ++b) {
+      std::string key;
+      utf8::append(key, table[static_cast<std::size_t>(b)]);
+      auto it = token_ids_.find(key);
+      if (it == token_ids_.end()) throw TokenizerError(fmt::format("{}: the byte token for 0x{:02x} is missing", path.string(), b));
+      byte_ids_[static_cast<std::size_t>(b)] = it->second;
+    }
+    sort_specials();
+  }
+
+  void add_special(const std::filesystem::path& path, const std::string& content, int64_t id) {
+    set_token(path, content, id, content);
+    special_ids_[content] = id;
+  }
+
+  void read_added_tokens(const std::filesystem::path& path) {
+    nlohmann::json added;
+    try {
+      added = nlohmann::json::parse(read_text_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+    }
+    if (!added.is_object()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
+    for (const auto& [content, id] : added.items()) {
+      if (!id.is_number_integer()) throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), content));
+      if (special_ids_.count(content) && special_ids_.at(content) == id.get<int64_t>()) continue;
+      add_special(path, content, id.get<int64_t>());
+    }
+    sort_specials();
+  }
+
+  void sort_specials() {
+    specials_.assign(special_ids_.begin(), special_ids_.end());
+    std::sort(specials_.begin(), specials_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  }
+
+  void read_merges(const std::filesystem::path& path) {
+    const std::string text = read_text_file(path);
+    std::size_t line_number = 0, at = 0;
+    int32_t rank = 0;
+    while (at < text.size()) {
+      auto end = text.find('\n', at);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + at, end - at);
+      at = end + 1;
+      ++line_number;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.empty() || (line_number == 1 && line.rfind("#version", 0) == 0)) continue;
+      const auto space = line.find(' ');
+      if (space == std::string_view::npos || space == 0 || space + 1 == line.size() || line.find(' ', space + 1) != std::string_view::npos)
+        throw TokenizerError(fmt::format("{}:{}: expected two tokens separated by one space, got '{}'", path.string(), line_number, line));
+      const std::string left(line.substr(0, space)), right(line.substr(space + 1));
+      const auto a = token_ids_.find(left), b = token_ids_.find(right), merged = token_ids_.find(left + right);
+      if (a == token_ids_.end() || b == token_ids_.end() || merged == token_ids_.end())
+        throw TokenizerError(fmt::format("{}:{}: merge '{}' names a token that is not in vocab.json", path.string(), line_number, line));
+      merges_.emplace(pair_key(a->second, b->second), Merge{rank++, merged->second});
+    }
+  }
+
+  void compile_pattern() {
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern.data()), kPattern.size(), PCRE2_UTF | PCRE2_UCP,
+                                     &error, &offset, nullptr);
+    if (!code) throw std::logic_error("tokenizer: PCRE2 cannot compile GPT-2's pattern");
+    pattern_.reset(code, &pcre2_code_free);
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter where JIT is unavailable
+  }
+
+  static uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+
+  /// Encodes text holding no special tokens.
+  void encode_ordinary(std::string_view text, std::vector<int64_t>& ids, WordCache& cache, pcre2_match_data* match) const {
+    PCRE2_SIZE at = 0;
+    // The text was validated, so matching may skip PCRE2's own UTF check.
+    while (at < text.size()) {
+      const int found = pcre2_match(pattern_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at, PCRE2_NO_UTF_CHECK,
+                                    match, nullptr);
+      if (found < 0) throw std::logic_error(fmt::format("tokenizer: PCRE2 matching failed with code {}", found));
+      const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match);
+      if (span[1] <= at) throw std::logic_error("tokenizer: the pattern matched nothing");  // cannot happen: \s+ or a class matches
+      const std::string_view word = text.substr(span[0], span[1] - span[0]);
+      auto cached = cache.find(word);
+      if (cached == cache.end()) cached = cache.emplace(word, bpe(word)).first;
+      ids.insert(ids.end(), cached->second.begin(), cached->second.end());
+      at = span[1];
+    }
+  }
+
+  /// BPE of one pre-token: merges the lowest-ranked adjacent pair until none is left, with a heap over a linked
+  /// list, so a very long word costs O(n log n).
+  std::vector<int32_t> bpe(std::string_view word) const {
+    const auto n = word.size();
+    std::vector<int32_t> symbol(n);
+    std::vector<int64_t> prev(n), next(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      symbol[i] = byte_ids_[static_cast<unsigned char>(word[i])];
+      prev[i] = static_cast<int64_t>(i) - 1;
+      next[i] = i + 1 < n ? static_cast<int64_t>(i + 1) : -1;
+    }
+    struct Candidate {
+      int32_t rank;
+      int64_t left;
+      int32_t left_symbol, right_symbol;
+      bool operator>(const Candidate& other) const { return std::tie(rank, left) > std::tie(other.rank, other.left); }
+    };
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
+    auto push = [&](int64_t left) {
+      if (left < 0 || next[static_cast<std::size_t>(left)] < 0) return;
+      const auto right = next[static_cast<std::size_t>(left)];
+      auto it = merges_.find(pair_key(symbol[static_cast<std::size_t>(left)], symbol[static_cast<std::size_t>(right)]));
+      if (it != merges_.end())
+        heap.push({it->second.rank, left, symbol[static_cast<std::size_t>(left)], symbol[static_cast<std::size_t>(right)]});
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<int64_t>(i));
+    while (!heap.empty()) {
+      const Candidate top = heap.top();
+      heap.pop();
+      const auto left = static_cast<std::size_t>(top.left);
+      const auto right = next[left];
+      // Skip stale entries: either side merged since this candidate was pushed.
+      if (right < 0 || symbol[left] != top.left_symbol || symbol[static_cast<std::size_t>(right)] != top.right_symbol || symbol[left] < 0)
+        continue;
+      symbol[left] = merges_.at(pair_key(top.left_symbol, top.right_symbol)).merged;
+      symbol[static_cast<std::size_t>(right)] = -1;
+      next[left] = next[static_cast<std::size_t>(right)];
+      if (next[left] >= 0) prev[static_cast<std::size_t>(next[left])] = static_cast<int64_t>(left);
+      push(prev[left]);
+      push(static_cast<int64_t>(left));
+    }
+    std::vector<int32_t> out;
+    for (int64_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)]) out.push_back(symbol[static_cast<std::size_t>(i)]);
+    return out;
+  }
+
+  std::vector<std::string> id_to_bytes_;
+  std::vector<bool> known_;
+  std::unordered_map<std::string, int32_t> token_ids_;
+  std::unordered_map<std::string, int64_t> special_ids_;
+  std::vector<std::pair<std::string, int64_t>> specials_;
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::array<int32_t, 256> byte_ids_{};
+  std::shared_ptr<pcre2_code> pattern_;
+};
+
+}  // namespace baukit

@@ -1,0 +1,357 @@
+// Specification of the GPT-2 model, checkpoint loading and generation, against the fixtures' references.
+#include <baukit/baukit.hpp>
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+using baukit::io::CheckpointError;
+using baukit::io::CheckpointErrorKind;
+
+const fs::path kFixtures = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data" / "fixtures";
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+fs::path scratch(const std::string& name) {
+  auto dir = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::map<std::string, torch::Tensor> reference_tensors(const fs::path& path) {
+  baukit::io::SafetensorsFile file(path);
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& entry : file.entries()) out[entry.name] = file.tensor(entry).to(torch::kFloat32).clone();
+  return out;
+}
+
+torch::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0); }
+
+// Top-k ids equal, allowing swaps of neighbours whose reference probabilities differ by less than 1e-5.
+void check_topk(const std::vector<int64_t>& got, const std::vector<int64_t>& expected, const std::vector<double>& probs) {
+  REQUIRE(got.size() == expected.size());
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    if (got[k] == expected[k]) continue;
+    const bool tie = (k + 1 < got.size() && got[k] == expected[k + 1] && std::abs(probs[k] - probs[k + 1]) < 1e-5) ||
+                     (k > 0 && got[k] == expected[k - 1] && std::abs(probs[k] - probs[k - 1]) < 1e-5);
+    CHECK(tie);
+  }
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::string safetensors_bytes(const std::string& header, std::size_t data_bytes) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  return out + header + std::string(data_bytes, '\0');
+}
+
+CheckpointErrorKind kind_of(const std::function<void()>& load) {
+  try {
+    load();
+  } catch (const CheckpointError& e) {
+    return e.kind();
+  }
+  FAIL("no CheckpointError was thrown");
+  return CheckpointErrorKind::io;
+}
+
+// Hidden states of every block and of transformer.drop within 1e-4, top-5 lens tokens and final top-5 equal,
+// and the 10 greedy tokens equal (with and without the cache), for every prompt of `reference`.
+void check_parity(baukit::models::GPT2LMHeadModel& model, const nlohmann::json& reference,
+                  const std::map<std::string, torch::Tensor>& tensors, const std::string& label) {
+  const auto layers = baukit::module_names(*model, std::regex(R"(^transformer.h.\d+$)"));
+  REQUIRE(layers.size() == static_cast<std::size_t>(model->config.n_layer));
+  REQUIRE(reference["prompts"].size() == 5);
+  for (std::size_t p = 0; p < reference["prompts"].size(); ++p) {
+    INFO(label << ", prompt " << p);
+    const auto& prompt = reference["prompts"][p];
+    const auto ids = prompt["ids"].get<std::vector<int64_t>>();
+    auto names = layers;
+    names.insert(names.begin(), "transformer.drop");
+    baukit::TraceDict tr(*model, names);
+    const auto logits = model->forward(ids_tensor(ids), {}, nullptr);
+    std::vector<torch::Tensor> hidden;
+    for (const auto& layer : layers) hidden.push_back(tr[layer].output()[0]);
+    const auto hs = torch::stack(hidden);
+    CHECK((hs - tensors.at(fmt::format("p{}.hidden", p))).abs().max().item<double>() < 1e-4);
+    CHECK((tr["transformer.drop"].output()[0] - tensors.at(fmt::format("p{}.embed", p))).abs().max().item<double>() < 1e-4);
+    CHECK((logits[0][-1] - tensors.at(fmt::format("p{}.logits_last", p))).abs().max().item<double>() < 1e-3);
+
+    if (prompt.contains("final_logits_top5")) {
+      const auto final_top5 = prompt["final_logits_top5"].get<std::vector<std::vector<int64_t>>>();
+      for (std::size_t t = 0; t < ids.size(); ++t) {
+        const auto row = logits[0][static_cast<int64_t>(t)];
+        const auto top = std::get<1>(row.topk(5));
+        const auto probs = torch::softmax(row, -1);
+        std::vector<double> ref_probs;
+        for (auto id : final_top5[t]) ref_probs.push_back(probs[id].item<double>());
+        check_topk(std::vector<int64_t>(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + 5), final_top5[t], ref_probs);
+      }
+    }
+    // The lens: top-5 of softmax(lm_head(ln_f(h))) per layer and position.
+    const auto probs = torch::softmax(model->lm_head(model->transformer->ln_f(hs)), -1);
+    const auto top_ids = std::get<1>(probs.topk(5, -1));
+    for (std::size_t l = 0; l < layers.size(); ++l)
+      for (std::size_t t = 0; t < ids.size(); ++t) {
+        const auto row = top_ids[static_cast<int64_t>(l)][static_cast<int64_t>(t)];
+        check_topk(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + 5),
+                   prompt["lens"]["tokens"][l][t].get<std::vector<int64_t>>(), prompt["lens"]["probs"][l][t].get<std::vector<double>>());
+      }
+
+    const auto expected = prompt["generated"].get<std::vector<int64_t>>();
+    CHECK(baukit::generate_ids(*model, {ids}, 10).front() == expected);
+    CHECK(baukit::generate_ids(*model, {ids}, 10, baukit::GenerateOptions().use_cache(false)).front() == expected);
+  }
+}
+
+const std::vector<std::string> kGPT2Fixtures = {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"};
+
+}  // namespace
+
+TEST_CASE("GPT-2 matches a float64 reference with Hugging Face's semantics on both fixtures", "[gpt2][parity]") {
+  for (const auto& fixture : kGPT2Fixtures) {
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    baukit::set_requires_grad(false, *model);
+    const auto dir = kFixtures.parent_path() / "hf-reference";
+    check_parity(model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")), fixture);
+  }
+}
+
+TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is dropped, as those references did", "[gpt2][parity]") {
+  // The shared references were computed without attn.c_attn.bias (see tests/data/hf-reference/make_reference.py);
+  // zeroing it here checks every other part of the model against that independent implementation.
+  for (const auto& fixture : kGPT2Fixtures) {
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    baukit::set_requires_grad(false, *model);
+    for (auto& item : model->named_parameters())
+      if (item.key().ends_with("attn.c_attn.bias")) item.value().zero_();
+    check_parity(model, read_json(kFixtures / fixture / "reference.json"), reference_tensors(kFixtures / fixture / "reference.safetensors"),
+                 fixture + " (shared reference)");
+  }
+}
+
+TEST_CASE("Every GPT-2 submodule has Hugging Face's name and is traceable", "[gpt2]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  for (const char* name : {"transformer.wte", "transformer.wpe", "transformer.drop", "transformer.h.0", "transformer.h.0.ln_1",
+                           "transformer.h.0.attn", "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
+                           "transformer.h.0.attn.attn_dropout", "transformer.h.0.attn.resid_dropout", "transformer.h.0.ln_2",
+                           "transformer.h.0.mlp", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.act",
+                           "transformer.h.0.mlp.c_proj", "transformer.h.0.mlp.dropout", "transformer.ln_f", "lm_head"}) {
+    INFO(name);
+    CHECK_NOTHROW(baukit::Trace(*model, name));
+  }
+  // lm_head is tied to wte: the same parameter.
+  CHECK(model->lm_head->weight.data_ptr() == model->transformer->wte->weight.data_ptr());
+  // F32 weights view the memory-mapped file rather than a copy.
+  baukit::io::SafetensorsFile file(kFixtures / "gpt2-tiny" / "model.safetensors");
+  const auto first = file.tensor(file.entries().front());
+  const auto* begin = static_cast<const char*>(first.data_ptr()) - file.entries().front().begin;
+  const auto* param = static_cast<const char*>(model->transformer->h[0]->as<baukit::models::GPT2Block::Impl>()->attn->c_attn->weight.data_ptr());
+  CHECK(std::abs(param - begin) < static_cast<std::ptrdiff_t>(fs::file_size(kFixtures / "gpt2-tiny" / "model.safetensors")) + (1 << 30));
+}
+
+TEST_CASE("Generation: the cache matches full recomputation, and left-padded batches match single prompts", "[gpt2][generate]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto reference = read_json(kFixtures.parent_path() / "hf-reference" / "gpt2-tiny.json");
+  std::vector<std::vector<int64_t>> prompts, expected;
+  for (const auto& prompt : reference["prompts"]) {
+    prompts.push_back(prompt["ids"].get<std::vector<int64_t>>());
+    expected.push_back(prompt["generated"].get<std::vector<int64_t>>());
+  }
+  CHECK(baukit::generate_ids(*model, prompts, 10) == expected);
+  CHECK(baukit::generate_ids(*model, prompts, 10, baukit::GenerateOptions().use_cache(false)) == expected);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+  CHECK(baukit::generate(*model, tokenizer, tokenizer.decode(prompts[0]), 10) == tokenizer.decode(expected[0]));
+  CHECK_THROWS_WITH(baukit::generate_ids(*model, {prompts[0]}, 100), Catch::Contains("positions"));
+}
+
+TEST_CASE("A checkpoint saved by save_pretrained loads back identically, in F32 and F16", "[gpt2][io]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto dir = scratch("roundtrip");
+  model->save_pretrained(dir / "f32");
+  model->save_pretrained(dir / "f16", torch::kFloat16);
+  auto again = baukit::models::GPT2LMHeadModel::from_pretrained(dir / "f32");
+  auto half = baukit::models::GPT2LMHeadModel::from_pretrained(dir / "f16");
+  const auto ids = ids_tensor({464, 2068, 7586});
+  const auto logits = model->forward(ids, {}, nullptr);
+  CHECK(torch::equal(again->forward(ids, {}, nullptr), logits));
+  CHECK((half->forward(ids, {}, nullptr) - logits).abs().max().item<double>() < 0.05);
+  CHECK(half->transformer->wte->weight.scalar_type() == torch::kFloat32);
+}
+
+TEST_CASE("Sharded safetensors checkpoints load through their index", "[gpt2][io]") {
+  const auto dir = scratch("sharded");
+  fs::copy_file(kFixtures / "gpt2-tiny" / "config.json", dir / "config.json");
+  baukit::io::SafetensorsFile whole(kFixtures / "gpt2-tiny" / "model.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> first, second;
+  nlohmann::json index;
+  for (const auto& entry : whole.entries()) {
+    const bool in_first = entry.name.find("h.1.") == std::string::npos && entry.name.find("h.2.") == std::string::npos;
+    (in_first ? first : second).emplace_back(entry.name, whole.tensor(entry));
+    index["weight_map"][entry.name] = in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  baukit::io::save_safetensors(dir / "model-00001-of-00002.safetensors", first);
+  baukit::io::save_safetensors(dir / "model-00002-of-00002.safetensors", second);
+  std::ofstream(dir / "model.safetensors.index.json") << index.dump();
+  auto sharded = baukit::models::GPT2LMHeadModel::from_pretrained(dir);
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto ids = ids_tensor({15496, 995});
+  CHECK(torch::equal(sharded->forward(ids, {}, nullptr), model->forward(ids, {}, nullptr)));
+}
+
+TEST_CASE("Malformed safetensors files give a clear error of the right kind", "[io][errors]") {
+  const auto dir = scratch("bad-safetensors");
+  const auto path = dir / "model.safetensors";
+  auto load = [&] { baukit::io::SafetensorsFile file(path); };
+  const std::string good = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+
+  write_bytes(path, safetensors_bytes(good, 12));
+  CHECK_NOTHROW(load());
+  SECTION("truncated data") {
+    write_bytes(path, safetensors_bytes(good, 10));
+    CHECK(kind_of(load) == CheckpointErrorKind::offsets);
+  }
+  SECTION("header length beyond the file") {
+    auto bytes = safetensors_bytes(good, 12);
+    bytes[0] = '\xff';
+    bytes[1] = '\x7f';
+    write_bytes(path, bytes);
+    CHECK(kind_of(load) == CheckpointErrorKind::truncated);
+  }
+  SECTION("a huge header length") {
+    auto bytes = safetensors_bytes(good, 12);
+    bytes[5] = '\x01';
+    write_bytes(path, bytes);
+    CHECK(kind_of(load) == CheckpointErrorKind::header);
+  }
+  SECTION("invalid JSON and invalid UTF-8") {
+    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32",)", 0));
+    CHECK(kind_of(load) == CheckpointErrorKind::header);
+    write_bytes(path, safetensors_bytes("{\"\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4));
+    CHECK(kind_of(load) == CheckpointErrorKind::header);
+  }
+  SECTION("unknown dtype") {
+    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F7","shape":[1],"data_offsets":[0,4]}})", 4));
+    CHECK(kind_of(load) == CheckpointErrorKind::dtype);
+  }
+  SECTION("overlapping offsets") {
+    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+    CHECK_THROWS_WITH(load(), Catch::Contains("overlaps") && Catch::Contains(path.string()));
+  }
+  SECTION("byte count not matching the shape") {
+    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8));
+    CHECK(kind_of(load) == CheckpointErrorKind::size);
+  }
+  SECTION("duplicate names") {
+    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+    CHECK_THROWS_WITH(load(), Catch::Contains("'a' is listed twice"));
+  }
+  SECTION("trailing bytes the header does not cover") {
+    write_bytes(path, safetensors_bytes(good, 16));
+    CHECK(kind_of(load) == CheckpointErrorKind::size);
+  }
+}
+
+TEST_CASE("Checkpoints that do not fit the model are reported tensor by tensor", "[gpt2][io][errors]") {
+  const auto dir = scratch("mismatch");
+  fs::copy_file(kFixtures / "gpt2-tiny" / "config.json", dir / "config.json");
+  baukit::io::SafetensorsFile whole(kFixtures / "gpt2-tiny" / "model.safetensors");
+  auto write_with = [&](const std::function<void(std::vector<std::pair<std::string, torch::Tensor>>&)>& change) {
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& entry : whole.entries()) tensors.emplace_back(entry.name, whole.tensor(entry));
+    change(tensors);
+    baukit::io::save_safetensors(dir / "model.safetensors", tensors);
+  };
+  auto load = [&] { baukit::models::GPT2LMHeadModel::from_pretrained(dir); };
+  SECTION("a missing tensor") {
+    write_with([](auto& t) { t.erase(std::remove_if(t.begin(), t.end(), [](auto& p) { return p.first == "h.1.mlp.c_fc.weight"; }), t.end()); });
+    CHECK_THROWS_WITH(load(), Catch::Contains("missing") && Catch::Contains("transformer.h.1.mlp.c_fc.weight"));
+  }
+  SECTION("an extra tensor") {
+    write_with([](auto& t) { t.emplace_back("h.9.surprise", torch::zeros({2})); });
+    CHECK(kind_of(load) == CheckpointErrorKind::unexpected);
+    CHECK_THROWS_WITH(load(), Catch::Contains("h.9.surprise"));
+  }
+  SECTION("a mis-shaped tensor, with both shapes") {
+    write_with([](auto& t) {
+      for (auto& [name, tensor] : t)
+        if (name == "ln_f.weight") tensor = torch::ones({31});
+    });
+    CHECK_THROWS_WITH(load(), Catch::Contains("ln_f.weight") && Catch::Contains("[31]") && Catch::Contains("[32]"));
+  }
+  SECTION("NaN weights") {
+    write_with([](auto& t) {
+      for (auto& [name, tensor] : t)
+        if (name == "h.0.ln_1.bias") tensor = torch::full({32}, NAN);
+    });
+    CHECK(kind_of(load) == CheckpointErrorKind::non_finite);
+  }
+  SECTION("a config.json with a wrong n_embd") {
+    write_with([](auto&) {});
+    auto config = read_json(kFixtures / "gpt2-tiny" / "config.json");
+    config["n_embd"] = 48;
+    std::ofstream(dir / "config.json") << config.dump();
+    CHECK(kind_of(load) == CheckpointErrorKind::shape);
+  }
+  SECTION("unsupported settings fail by name") {
+    write_with([](auto&) {});
+    auto config = read_json(kFixtures / "gpt2-tiny" / "config.json");
+    config["activation_function"] = "mish";
+    std::ofstream(dir / "config.json") << config.dump();
+    CHECK_THROWS_WITH(load(), Catch::Contains("activation_function") && Catch::Contains("mish"));
+    config["activation_function"] = "gelu_new";
+    config["n_head"] = "four";
+    std::ofstream(dir / "config.json") << config.dump();
+    CHECK_THROWS_WITH(load(), Catch::Contains("'n_head'") && Catch::Contains("config.json"));
+  }
+}
+
+TEST_CASE("pytorch_model.bin: zero-copy reading, and a pickle asking for a foreign global is refused", "[io][pickle]") {
+  const auto bin = kFixtures / "gptj-tiny-f16-bin" / "pytorch_model.bin";
+  const auto tensors = baukit::io::load_torch_bin(bin);
+  std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+  CHECK(by_name.at("transformer.wte.weight").sizes() == torch::IntArrayRef({50400, 32}));
+  CHECK(by_name.at("transformer.wte.weight").scalar_type() == torch::kFloat16);
+  CHECK(by_name.at("transformer.h.0.attn.bias").scalar_type() == torch::kBool);
+
+  const auto dir = scratch("bad-pickle");
+  auto bytes = read_bytes(bin);
+  SECTION("a global outside the allowed set") {
+    const std::string from = "collections\nOrderedDict\n", to = "subprocess\nPopen_______\n";
+    const auto at = bytes.find(from);
+    REQUIRE(at != std::string::npos);
+    bytes.replace(at, from.size(), to);
+    write_bytes(dir / "pytorch_model.bin", bytes);
+    CHECK_THROWS_WITH(baukit::io::load_torch_bin(dir / "pytorch_model.bin"),
+                      Catch::Contains("subprocess.Popen_______") && Catch::Contains("outside the allowed set"));
+  }
+  SECTION("a truncated archive") {
+    write_bytes(dir / "pytorch_model.bin", bytes.substr(0, bytes.size() / 2));
+    CHECK(kind_of([&] { baukit::io::load_torch_bin(dir / "pytorch_model.bin"); }) == CheckpointErrorKind::archive);
+  }
+  SECTION("a zip entry pointing outside the file") {
+    const auto eocd = bytes.rfind(std::string("PK\x05\x06", 4));
+    REQUIRE(eocd != std::string::npos);
+    const auto directory = static_cast<std::size_t>(baukit::io::detail::read_le(bytes, eocd + 16, 4));
+    bytes[directory + 42 + 3] = '\x7f';  // the first entry's local header offset, far beyond the end
+    write_bytes(dir / "pytorch_model.bin", bytes);
+    CHECK_THROWS_WITH(baukit::io::load_torch_bin(dir / "pytorch_model.bin"), Catch::Contains("outside"));
+  }
+}
