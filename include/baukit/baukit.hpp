@@ -2,13 +2,18 @@
 /// @brief The umbrella header: everything baukit-cpp offers.
 #pragma once
 
+#include <baukit/decoder.hpp>
 #include <baukit/generate.hpp>
 #include <baukit/hook.hpp>
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/io/safetensors.hpp>
 #include <baukit/io/torch_bin.hpp>
+#include <baukit/lens.hpp>
+#include <baukit/lens_page.hpp>
+#include <baukit/models/auto.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/modules.hpp>
+#include <baukit/show.hpp>
 #include <baukit/tokenizer.hpp>
 #include <baukit/trace.hpp>

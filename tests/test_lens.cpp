@@ -1,0 +1,238 @@
+// Specification of the logit lens, the show builder, the page, and the baukit-lens command.
+#include <baukit/baukit.hpp>
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kData = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data";
+const fs::path kFixtures = kData / "fixtures";
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+fs::path scratch(const std::string& name) {
+  auto dir = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string quoted(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Run {
+  int status;
+  std::string output;
+};
+
+// Runs a shell command, capturing stdout and stderr.
+Run run(const std::string& command) {
+  const auto log = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / "command.log";
+  fs::create_directories(log.parent_path());
+  const int raw = std::system((command + " > " + quoted(log.string()) + " 2>&1").c_str());
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(log)};
+}
+
+std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out, const std::string& extra = "") {
+  return fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --threads 1 {}", quoted(BAUKIT_LENS_EXE), quoted(model.string()),
+                     quoted((kFixtures / "gpt2-tiny").string()), quoted(prompt), quoted(out.string()), extra);
+}
+
+// Tokens equal (allowing neighbours swapped within 1e-5), probabilities and magnitudes within 1e-4.
+void check_view(const nlohmann::json& got, const nlohmann::json& expected, bool check_magnitudes = true) {
+  const auto& tokens = expected["tokens"];
+  REQUIRE(got["tokens"].size() == tokens.size());
+  for (std::size_t l = 0; l < tokens.size(); ++l)
+    for (std::size_t t = 0; t < tokens[l].size(); ++t) {
+      const auto want = tokens[l][t].get<std::vector<int64_t>>(), have = got["tokens"][l][t].get<std::vector<int64_t>>();
+      const auto want_p = expected["probs"][l][t].get<std::vector<double>>(), have_p = got["probs"][l][t].get<std::vector<double>>();
+      for (std::size_t k = 0; k < want.size(); ++k) {
+        CHECK(std::abs(have_p[k] - want_p[k]) < 1e-4);
+        if (have[k] != want[k]) CHECK(std::abs(want_p[k] - want_p[k + (k + 1 < want.size() ? 1 : -1)]) < 1e-5);
+      }
+      if (check_magnitudes) CHECK(std::abs(got["magnitudes"][l][t].get<double>() - expected["magnitudes"][l][t].get<double>()) < 1e-4);
+    }
+}
+
+std::string dump_dom(const fs::path& page, const std::string& fragment = "", const fs::path& screenshot = {}) {
+  const auto profile = scratch("chromium-profile");
+  const std::string flags = "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --no-first-run "
+                            "--disable-sync --disable-quic --user-data-dir=" + quoted(profile.string());
+  const std::string url = "file://" + fs::absolute(page).string() + fragment;
+  if (!screenshot.empty())
+    REQUIRE(run(fmt::format("timeout 120 chromium {} --window-size=1400,600 --screenshot={} {}", flags, quoted(screenshot.string()), quoted(url))).status == 0);
+  const auto result = run(fmt::format("timeout 120 chromium {} --dump-dom {}", flags, quoted(url)));
+  REQUIRE(result.status == 0);
+  return result.output;
+}
+
+std::size_t count(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("show escapes every text and attribute value, and lays out nested lists", "[show]") {
+  using namespace baukit::show;
+  const Node page = {{style({{"fontWeight", "bold"}}), "Layer", attr({{"title", "a\"b<c>&'"}}), "<script>alert(1)</script>"}};
+  const auto out = html(page);
+  CHECK(out.find("<script>") == std::string::npos);
+  CHECK(out.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
+  CHECK(out.find("title=\"a&quot;b&lt;c&gt;&amp;&#39;\"") != std::string::npos);
+  CHECK(out.find("font-weight: bold") != std::string::npos);
+  CHECK(out.find("flex-direction: column") < out.find("flex-direction: row"));
+  CHECK_THROWS_WITH(html({style({{"color", "red; background: url(x)"}}), "x"}), Catch::Contains("contains one of"));
+  CHECK_THROWS_WITH(html({attr({{"onclick", "x()"}}), "x"}), Catch::Contains("event-handler"));
+  CHECK_THROWS_WITH(html({attr({{"a b", "x"}}), "x"}), Catch::Contains("not a valid attribute name"));
+  const auto dir = scratch("show");
+  save(dir / "page.html", page, "t<i>tle");
+  CHECK(read_text(dir / "page.html").find("<title>t&lt;i&gt;tle</title>") != std::string::npos);
+  CHECK_THROWS(save(dir / "missing-folder" / "page.html", page));
+  CHECK_FALSE(fs::exists(dir / "missing-folder"));
+}
+
+TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, as they were computed)", "[lens][parity]") {
+  for (const std::string fixture : {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"}) {
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    for (auto& item : model->named_parameters())
+      if (item.key().ends_with("attn.c_attn.bias")) item.value().detach().zero_();
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+    for (const auto& prompt : read_json(kFixtures / fixture / "reference.json")["prompts"]) {
+      INFO(fixture << ": " << prompt["text"].get<std::string>());
+      const auto json = baukit::to_json(baukit::logit_lens(*model, prompt["ids"].get<std::vector<int64_t>>()), tokenizer);
+      check_view(json["lens"], prompt["lens"]);
+      check_view(json["delta_lens"], prompt["delta_lens"]);
+    }
+  }
+}
+
+TEST_CASE("baukit-lens --json equals the Hugging Face-semantics reference for every prompt", "[lens][command]") {
+  const auto dir = scratch("lens-json");
+  for (const std::string fixture : {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"}) {
+    const auto reference = read_json(kData / "hf-reference" / (fixture + ".json"));
+    const auto prompts = read_json(kFixtures / "prompts.json");
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const auto text = prompts[i]["text"].get<std::string>();
+      INFO(fixture << ": " << text);
+      const auto result = run(lens_command(kFixtures / fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string())));
+      REQUIRE(result.status == 0);
+      const auto json = read_json(dir / "lens.json");
+      CHECK(json["ids"] == prompts[i]["ids"]);
+      check_view(json["lens"], reference["prompts"][i]["lens"]);
+      check_view(json["delta_lens"], reference["prompts"][i]["delta_lens"]);
+      for (const char* key : {"entropy", "kl_to_final", "rank_of_final_top1", "token_strings"}) CHECK(json["lens"].contains(key));
+    }
+  }
+}
+
+TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy is bounded, targets are ranked", "[lens]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto ids = tokenizer.encode(". The Space Needle is located in");
+  const auto target = tokenizer.encode(" Seattle").front();
+  const auto result = baukit::logit_lens(*model, ids, baukit::LensOptions().target(target).topk(3).attention_rows(true).chunk_bytes(1));
+  REQUIRE(result.lens.rows.size() == 6);  // "0 attn", "0", ... with attention rows
+  CHECK(result.lens.rows[0] == "0 attn");
+  const auto& last = result.lens.cells.back();
+  for (const auto& cell : last) {
+    CHECK(cell.kl_to_final < 1e-4);
+    CHECK(cell.rank_of_final_top1 == 1);
+    CHECK(cell.tokens.size() == 3);
+    CHECK(cell.rank_of_target >= 1);
+    CHECK(cell.entropy >= 0);
+    CHECK(cell.entropy <= std::log(50257.0) + 1e-3);
+  }
+  // Row 0's stream after attention is the embedding plus attention's output, traced independently here.
+  baukit::Trace attn(*model, "transformer.h.0.attn");
+  baukit::Trace drop(*model, "transformer.drop");
+  model->forward(torch::tensor(ids).unsqueeze(0), {}, nullptr);
+  const auto mid = baukit::residual_stream(*model, ids, true)[1];
+  CHECK(torch::allclose(mid, (drop.output() + attn.output())[0]));
+  // Hidden states the seed's way.
+  CHECK(baukit::get_hidden_states(*model, tokenizer, "Hello, my name is also").sizes() == torch::IntArrayRef({3, 6, 32}));
+  CHECK(baukit::get_hidden_state_deltas(*model, tokenizer, "Hello, my name is also").sizes() == torch::IntArrayRef({3, 6, 32}));
+  CHECK_THROWS_WITH(baukit::logit_lens(*model, {}), Catch::Contains("no tokens"));
+  CHECK_THROWS_WITH(baukit::logit_lens(*model, std::vector<int64_t>(65, 13)), Catch::Contains("at most 64"));
+}
+
+TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and no injected script runs", "[lens][browser]") {
+  const auto dir = scratch("browser");
+  // Payloads that would mark the page if they ever ran.
+  const std::vector<std::string> payloads = {
+      "Ünïcödé 🙂 <script>alert(1)</script> & \"quotes\" ’curly’ 東京",
+      "<script>document.body.setAttribute('data-pwned','1')</script>",
+      "\"><img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">",
+      "</script><script>document.body.setAttribute('data-pwned','3')</script>",
+      "<a href=\"javascript:document.body.setAttribute('data-pwned','4')\">x</a> \\u003cscript\\u003e",
+      "' onmouseover='document.body.setAttribute(\"data-pwned\",\"5\")' x='"};
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    INFO(payloads[i]);
+    const auto page = dir / fmt::format("lens-{}.html", i);
+    REQUIRE(run(lens_command(kFixtures / "gpt2-tiny", payloads[i], page, "--json " + quoted((dir / "lens.json").string()) + " --target ' Seattle'")).status == 0);
+    const auto dom = dump_dom(page, "", i == 0 ? fs::path(BAUKIT_BINARY_DIR) / "lens-screenshot.png" : fs::path());
+    // A payload that ran would have marked <body>; the payload text itself appears, escaped, in the page.
+    const auto body_start = dom.find("<body");
+    REQUIRE(body_start != std::string::npos);
+    const auto body_tag = dom.substr(body_start, dom.find('>', body_start) - body_start);
+    CHECK(body_tag.find("data-pwned") == std::string::npos);
+    CHECK(body_tag.find("data-lens-ready=\"lens prob\"") != std::string::npos);  // the page's own script ran
+    CHECK(count(dom, "class=\"lens-row\"") == 3 + 2);                          // layers + two header rows
+    CHECK(dom.find("mag: ") != std::string::npos);
+    CHECK(std::regex_search(dom, std::regex("title=\"mag: [0-9.]+\n(.*: prob [0-9.]+\n){5}entropy")));
+    if (i == 0) {
+      CHECK(fs::file_size(fs::path(BAUKIT_BINARY_DIR) / "lens-screenshot.png") > 1000);
+      // The delta view, chosen through the link, shows the delta lens's top-1 tokens.
+      const auto delta_dom = dump_dom(page, "#view=delta_lens&stat=kl");
+      CHECK(delta_dom.find("data-lens-ready=\"delta_lens kl\"") != std::string::npos);
+      const auto json = read_json(dir / "lens.json");
+      const auto first = baukit::visible_token(json["delta_lens"]["token_strings"][0][1][0].get<std::string>());
+      CHECK(delta_dom.find("data-r=\"0\" data-t=\"1\">" + baukit::show::escape(first) + "<") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a non-zero exit", "[lens][command][errors]") {
+  const auto dir = scratch("lens-errors");
+  const auto tiny = kFixtures / "gpt2-tiny";
+  auto fails_with = [&](const std::string& command, const std::string& message) {
+    const auto result = run(command);
+    INFO(result.output);
+    CHECK(result.status != 0);
+    CHECK(result.output.find(message) != std::string::npos);
+  };
+  fails_with(lens_command(dir / "nowhere", "x", dir / "a.html"), "nowhere");
+  fails_with(lens_command(tiny, "", dir / "a.html"), "--prompt: the prompt is empty");
+  std::string long_prompt;
+  for (int i = 0; i < 40; ++i) long_prompt += fmt::format(" word{} and", i);  // well over 64 tokens
+  fails_with(lens_command(tiny, long_prompt, dir / "a.html"), "--truncate");
+  fails_with(lens_command(tiny, "ok\xC3(", dir / "a.html"), "not valid UTF-8");
+  fails_with(lens_command(tiny, "x", dir / "a.html", "--topk 0"), "--topk");
+  fails_with(lens_command(tiny, "x", dir / "a.html", "--target ' Seattle Space'"), "--target");
+  fails_with(lens_command(tiny, "x", "/proc/version/lens.html"), "/proc/version/lens.html");
+  fails_with(lens_command(tiny, "x", dir / "a.html", "--device cuda"), "cuda");
+  CHECK(run(lens_command(tiny, long_prompt, dir / "long.html", "--truncate")).status == 0);
+  std::string controls = "tab\there\x01\x7f";
+  CHECK(run(lens_command(tiny, controls, dir / "controls.html")).status == 0);
+  CHECK(read_text(dir / "controls.html").find("\u2401") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "a.html"));
+}
