@@ -2,7 +2,10 @@
 #include <baukit/baukit.hpp>
 #include <catch2/catch.hpp>
 
+#include "default_model/corpus.hpp"
+
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -45,7 +48,8 @@ struct Run {
 
 // Runs a shell command, capturing stdout and stderr.
 Run run(const std::string& command) {
-  const auto log = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / "command.log";
+  // One log per process: ctest runs test cases in parallel processes.
+  const auto log = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / fmt::format("command-{}.log", ::getpid());
   fs::create_directories(log.parent_path());
   const int raw = std::system((command + " > " + quoted(log.string()) + " 2>&1").c_str());
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(log)};
@@ -235,4 +239,32 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   CHECK(run(lens_command(tiny, controls, dir / "controls.html")).status == 0);
   CHECK(read_text(dir / "controls.html").find("\u2401") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "a.html"));
+}
+
+TEST_CASE("The default model knows where the Space Needle is, in its middle layers, and answers held-out phrasings", "[default-model]") {
+  const fs::path dir = fs::path(BAUKIT_SOURCE_DIR) / "models" / "default";
+  CHECK(fs::file_size(dir / "model.safetensors") + fs::file_size(dir / "vocab.json") + fs::file_size(dir / "merges.txt") <= 30'000'000);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(dir);
+  auto model = baukit::models::from_pretrained(dir);
+  CHECK(model->num_layers() >= 6);
+  CHECK(model->vocab_size() == 50257);
+
+  const auto needle = default_model::evaluate(*model, tokenizer, {{". The Space Needle is located in", " Seattle", "Space Needle"}}).front();
+  CHECK(needle.final_top1 == " Seattle");
+  CHECK(needle.answer_probability > 0.5);
+  CHECK(needle.first_top1_layer >= 0);
+  CHECK(needle.first_top1_layer < model->num_layers() - 1);  // emerges before the last layer
+
+  const auto corpus = default_model::build_corpus(default_model::read_facts(dir / "facts.tsv"));
+  REQUIRE(corpus.held_out.size() >= 40);
+  const auto results = default_model::evaluate(*model, tokenizer, corpus.held_out);
+  std::size_t correct = 0;
+  for (const auto& e : results) correct += e.final_top1 == e.item.answer;
+  INFO(correct << " of " << results.size() << " held-out phrasings answered");
+  CHECK(static_cast<double>(correct) >= 0.8 * static_cast<double>(results.size()));
+  // None of the held-out sentences is in the training corpus.
+  std::size_t leaked = 0;
+  for (const auto& h : corpus.held_out)
+    for (const auto& sentence : corpus.train) leaked += ". " + sentence == h.prompt + h.answer + ".";
+  CHECK(leaked == 0);
 }

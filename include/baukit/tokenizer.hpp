@@ -10,6 +10,7 @@
 #pragma once
 
 #ifndef PCRE2_CODE_UNIT_WIDTH
+/// PCRE2's 8-bit (UTF-8) interface.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #endif
 #include <pcre2.h>

@@ -214,6 +214,7 @@ class Trace {
   Trace(const torch::nn::ModuleHolder<Impl>& model, const std::string& layer, TraceOptions options = {})
       : Trace(*model.ptr(), layer, std::move(options)) {}
 
+  /// Takes over `other`'s hook; `other` is left empty.
   Trace(Trace&& other) noexcept = default;
   /// Detaches this trace's hook, then takes over `other`'s.
   Trace& operator=(Trace&& other) noexcept {
