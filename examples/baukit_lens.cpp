@@ -68,7 +68,12 @@ int main(int argc, char** argv) {
 
     auto start = std::chrono::steady_clock::now();
     progress.step(fmt::format("loading {} ...", model_dir.string()));
-    const auto tokenizer = baukit::Tokenizer::from_pretrained(tokenizer_dir.empty() ? model_dir : tokenizer_dir);
+    // vocab.json and merges.txt from --tokenizer (or the model), added tokens (GPT-J's) from the model's folder first.
+    const auto vocab_dir = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
+    fs::path added;
+    for (const auto& dir : {model_dir, vocab_dir})
+      if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
+    const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
     auto model = baukit::models::from_pretrained(model_dir, device);
     baukit::set_requires_grad(false, model->module());
     progress.step(fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(), seconds_since(start)), true);

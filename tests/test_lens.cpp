@@ -149,6 +149,24 @@ TEST_CASE("baukit-lens --json equals the Hugging Face-semantics reference for ev
   }
 }
 
+TEST_CASE("baukit-lens --json on the GPT-J fixture equals its reference lens", "[lens][command][gptj]") {
+  const auto dir = scratch("lens-gptj");
+  const auto fixture = kFixtures / "gptj-tiny-f16-bin";
+  const auto reference = read_json(fixture / "reference.json");
+  for (const auto& prompt : reference["prompts"]) {
+    const auto text = prompt["text"].get<std::string>();
+    INFO(text);
+    REQUIRE(run(lens_command(fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string()))).status == 0);
+    const auto json = read_json(dir / "lens.json");
+    CHECK(json["ids"] == prompt["ids"]);
+    check_view(json["lens"], prompt["lens"]);
+    check_view(json["delta_lens"], prompt["delta_lens"]);
+  }
+  const auto result = run(lens_command(fixture, "x", dir / "lens.html", "--attention-rows"));
+  CHECK(result.status != 0);
+  CHECK(result.output.find("gptj") != std::string::npos);
+}
+
 TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy is bounded, targets are ranked", "[lens]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
   const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");

@@ -74,24 +74,27 @@ CheckpointErrorKind kind_of(const std::function<void()>& load) {
 
 // Hidden states of every block and of transformer.drop within 1e-4, top-5 lens tokens and final top-5 equal,
 // and the 10 greedy tokens equal (with and without the cache), for every prompt of `reference`.
-void check_parity(baukit::models::GPT2LMHeadModel& model, const nlohmann::json& reference,
-                  const std::map<std::string, torch::Tensor>& tensors, const std::string& label) {
-  const auto layers = baukit::module_names(*model, std::regex(R"(^transformer.h.\d+$)"));
-  REQUIRE(layers.size() == static_cast<std::size_t>(model->config.n_layer));
+void check_parity(baukit::models::CausalLM& model, const nlohmann::json& reference, const std::map<std::string, torch::Tensor>& tensors,
+                  const std::string& label) {
+  const auto layout = model.lens_layout();
+  const auto& layers = layout.blocks;
+  REQUIRE(static_cast<int64_t>(layers.size()) == model.num_layers());
+  REQUIRE(baukit::module_names(model.module(), std::regex(R"(^transformer.h.\d+$)")) == layers);
   REQUIRE(reference["prompts"].size() == 5);
+  auto decoder = baukit::make_decoder(model);
   for (std::size_t p = 0; p < reference["prompts"].size(); ++p) {
     INFO(label << ", prompt " << p);
     const auto& prompt = reference["prompts"][p];
     const auto ids = prompt["ids"].get<std::vector<int64_t>>();
     auto names = layers;
     names.insert(names.begin(), "transformer.drop");
-    baukit::TraceDict tr(*model, names);
-    const auto logits = model->forward(ids_tensor(ids), {}, nullptr);
+    baukit::TraceDict tr(model.module(), names);
+    const auto logits = model.forward(ids_tensor(ids), {}, nullptr);
     std::vector<torch::Tensor> hidden;
     for (const auto& layer : layers) hidden.push_back(tr[layer].output()[0]);
     const auto hs = torch::stack(hidden);
     CHECK((hs - tensors.at(fmt::format("p{}.hidden", p))).abs().max().item<double>() < 1e-4);
-    CHECK((tr["transformer.drop"].output()[0] - tensors.at(fmt::format("p{}.embed", p))).abs().max().item<double>() < 1e-4);
+    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32) - tensors.at(fmt::format("p{}.embed", p))).abs().max().item<double>() < 1e-4);
     CHECK((logits[0][-1] - tensors.at(fmt::format("p{}.logits_last", p))).abs().max().item<double>() < 1e-3);
 
     if (prompt.contains("final_logits_top5")) {
@@ -106,8 +109,8 @@ void check_parity(baukit::models::GPT2LMHeadModel& model, const nlohmann::json& 
       }
     }
     // The lens: top-5 of softmax(lm_head(ln_f(h))) per layer and position.
-    const auto probs = torch::softmax(model->lm_head(model->transformer->ln_f(hs)), -1);
-    const auto top_ids = std::get<1>(probs.topk(5, -1));
+    torch::NoGradGuard no_grad;
+    const auto top_ids = std::get<1>(decoder->forward(hs).topk(5, -1));
     for (std::size_t l = 0; l < layers.size(); ++l)
       for (std::size_t t = 0; t < ids.size(); ++t) {
         const auto row = top_ids[static_cast<int64_t>(l)][static_cast<int64_t>(t)];
@@ -116,8 +119,8 @@ void check_parity(baukit::models::GPT2LMHeadModel& model, const nlohmann::json& 
       }
 
     const auto expected = prompt["generated"].get<std::vector<int64_t>>();
-    CHECK(baukit::generate_ids(*model, {ids}, 10).front() == expected);
-    CHECK(baukit::generate_ids(*model, {ids}, 10, baukit::GenerateOptions().use_cache(false)).front() == expected);
+    CHECK(baukit::generate_ids(model, {ids}, 10).front() == expected);
+    CHECK(baukit::generate_ids(model, {ids}, 10, baukit::GenerateOptions().use_cache(false)).front() == expected);
   }
 }
 
@@ -130,7 +133,7 @@ TEST_CASE("GPT-2 matches a float64 reference with Hugging Face's semantics on bo
     auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
     baukit::set_requires_grad(false, *model);
     const auto dir = kFixtures.parent_path() / "hf-reference";
-    check_parity(model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")), fixture);
+    check_parity(*model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")), fixture);
   }
 }
 
@@ -142,7 +145,7 @@ TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is droppe
     baukit::set_requires_grad(false, *model);
     for (auto& item : model->named_parameters())
       if (item.key().ends_with("attn.c_attn.bias")) item.value().zero_();
-    check_parity(model, read_json(kFixtures / fixture / "reference.json"), reference_tensors(kFixtures / fixture / "reference.safetensors"),
+    check_parity(*model, read_json(kFixtures / fixture / "reference.json"), reference_tensors(kFixtures / fixture / "reference.safetensors"),
                  fixture + " (shared reference)");
   }
 }
@@ -354,4 +357,38 @@ TEST_CASE("pytorch_model.bin: zero-copy reading, and a pickle asking for a forei
     write_bytes(dir / "pytorch_model.bin", bytes);
     CHECK_THROWS_WITH(baukit::io::load_torch_bin(dir / "pytorch_model.bin"), Catch::Contains("outside"));
   }
+}
+
+TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens; F16 weights stay F16", "[gptj][parity]") {
+  const auto dir = kFixtures / "gptj-tiny-f16-bin";
+  auto loaded = baukit::models::from_pretrained(dir);
+  REQUIRE(loaded->model_type() == "gptj");
+  auto& model = dynamic_cast<baukit::models::GPTJForCausalLMImpl&>(*loaded);
+  CHECK(model.lm_head->weight.scalar_type() == torch::kFloat16);
+  CHECK(model.transformer->ln_f->weight.scalar_type() == torch::kFloat32);
+  CHECK(model.lm_head->bias.defined());
+  for (const char* name : {"transformer.wte", "transformer.drop", "transformer.h.1", "transformer.h.1.ln_1", "transformer.h.1.attn",
+                           "transformer.h.1.attn.q_proj", "transformer.h.1.attn.k_proj", "transformer.h.1.attn.v_proj",
+                           "transformer.h.1.attn.out_proj", "transformer.h.1.mlp", "transformer.h.1.mlp.fc_in", "transformer.h.1.mlp.act",
+                           "transformer.h.1.mlp.fc_out", "transformer.ln_f", "lm_head"}) {
+    INFO(name);
+    CHECK_NOTHROW(baukit::Trace(model, name));
+  }
+  check_parity(model, read_json(dir / "reference.json"), reference_tensors(dir / "reference.safetensors"), "gptj-tiny-f16-bin");
+  // Left-padded batches give each prompt its own tokens.
+  const auto prompts = read_json(kFixtures / "prompts.json");
+  std::vector<std::vector<int64_t>> batch, one_by_one;
+  for (const auto& p : prompts) {
+    batch.push_back(p["ids"].get<std::vector<int64_t>>());
+    one_by_one.push_back(baukit::generate_ids(model, {batch.back()}, 10).front());
+  }
+  CHECK(baukit::generate_ids(model, batch, 10) == one_by_one);
+}
+
+TEST_CASE("from_pretrained fails by name on an unknown family", "[models][errors]") {
+  const auto dir = scratch("unknown-family");
+  std::ofstream(dir / "config.json") << R"({"model_type": "llama"})";
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("'llama'") && Catch::Contains("gpt2, gptj"));
+  std::ofstream(dir / "config.json") << R"({"n_layer": 2})";
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("model_type"));
 }

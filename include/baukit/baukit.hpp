@@ -13,6 +13,7 @@
 #include <baukit/models/auto.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/gpt2.hpp>
+#include <baukit/models/gptj.hpp>
 #include <baukit/modules.hpp>
 #include <baukit/show.hpp>
 #include <baukit/tokenizer.hpp>

@@ -9,6 +9,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/gpt2.hpp>
+#include <baukit/models/gptj.hpp>
 
 #include <fmt/format.h>
 
@@ -28,6 +29,9 @@ inline const std::map<std::string, FamilyLoader>& families() {
   static const std::map<std::string, FamilyLoader> loaders = {
       {"gpt2", [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
          return GPT2LMHeadModelImpl::from_pretrained(dir, device);
+       }},
+      {"gptj", [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
+         return GPTJForCausalLMImpl::from_pretrained(dir, device);
        }},
   };
   return loaders;

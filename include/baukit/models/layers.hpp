@@ -46,18 +46,23 @@ BAUKIT_TRACED_MODULE(Conv1D);
 /// same parameter, as Hugging Face ties `lm_head` to the token embedding).
 class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
  public:
-  /// A layer from `in_features` to `out_features`; `tied_weight` [out, in], when defined, is shared.
-  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = false, torch::Tensor tied_weight = {})
-      : in_features_(in_features), out_features_(out_features), with_bias_(with_bias), tied_(std::move(tied_weight)) {
+  /// A layer from `in_features` to `out_features`; `tied_weight` [out, in], when defined, is shared. Weights are
+  /// stored as `dtype` (e.g. F16, memory-mapped from a checkpoint) and computed in the input's dtype.
+  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = false, torch::Tensor tied_weight = {},
+             torch::ScalarType dtype = torch::kFloat32)
+      : in_features_(in_features), out_features_(out_features), with_bias_(with_bias), tied_(std::move(tied_weight)), dtype_(dtype) {
     reset();
   }
   /// Registers `weight` [out, in] (the tied tensor when given) and, if asked for, `bias` [out].
   void reset() override {
-    weight = register_parameter("weight", tied_.defined() ? tied_ : torch::empty({out_features_, in_features_}));
-    if (with_bias_) bias = register_parameter("bias", torch::empty({out_features_}));
+    const auto options = torch::TensorOptions().dtype(dtype_);
+    weight = register_parameter("weight", tied_.defined() ? tied_ : torch::empty({out_features_, in_features_}, options));
+    if (with_bias_) bias = register_parameter("bias", torch::empty({out_features_}, options));
   }
-  /// x @ weight.T + bias.
-  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
+  torch::Tensor forward(const torch::Tensor& x) {
+    return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
+  }
   /// Prints `Linear(in=..., out=..., bias=...)`.
   void pretty_print(std::ostream& stream) const override {
     stream << "Linear(in=" << in_features_ << ", out=" << out_features_ << ", bias=" << (with_bias_ ? "true" : "false")
@@ -71,6 +76,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   int64_t in_features_, out_features_;
   bool with_bias_;
   torch::Tensor tied_;
+  torch::ScalarType dtype_;
 };
 /// Traceable holder of `LinearImpl`.
 BAUKIT_TRACED_MODULE(Linear);
