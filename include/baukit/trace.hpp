@@ -214,6 +214,10 @@ class Trace {
   Trace(const torch::nn::ModuleHolder<Impl>& model, const std::string& layer, TraceOptions options = {})
       : Trace(*model.ptr(), layer, std::move(options)) {}
 
+  /// Attaches to `module` itself, already looked up; `layer` names it in messages and for editors.
+  Trace(std::shared_ptr<torch::nn::Module> module, const std::string& layer, TraceOptions options = {})
+      : Trace(checked_target(std::move(module), layer), layer, std::move(options)) {}
+
   /// Takes over `other`'s hook; `other` is left empty.
   Trace(Trace&& other) noexcept = default;
   /// Detaches this trace's hook, then takes over `other`'s.
@@ -278,7 +282,11 @@ class Trace {
       if (!hookable) throw untraceable_error(model, "(the model itself)");
       return {hookable, nullptr};
     }
-    std::shared_ptr<torch::nn::Module> module = get_module(model, layer);
+    return checked_target(get_module(model, layer), layer);
+  }
+
+  static Target checked_target(std::shared_ptr<torch::nn::Module> module, const std::string& layer) {
+    if (!module) throw std::invalid_argument(fmt::format("baukit: no module given for layer '{}'", layer));
     auto* hookable = dynamic_cast<Hookable*>(module.get());
     if (!hookable) throw untraceable_error(*module, layer);
     return {hookable, std::move(module)};
@@ -376,14 +384,23 @@ class TraceDict {
 
   /// Traces the listed layers, asking `options_for` for each layer's options.
   TraceDict(torch::nn::Module& model, std::vector<std::string> layers, const OptionsFor& options_for) {
-    for (const auto& layer : layers) (void)get_module(model, layer);  // fail before attaching anything
+    // Look every name up in one walk of the module tree, and fail before attaching anything.
+    const auto modules = model.named_modules("", /*include_self=*/false);
+    std::vector<std::shared_ptr<torch::nn::Module>> found;
+    for (const auto& layer : layers) {
+      const auto* module = modules.find(layer);
+      if (!module) (void)get_module(model, layer);  // throws the error naming the layer
+      if (!dynamic_cast<Hookable*>(module->get())) (void)Trace(*module, layer);  // throws the untraceable error
+      found.push_back(*module);
+    }
+    traces_.reserve(layers.size());
     for (std::size_t i = 0; i < layers.size(); ++i) {
       TraceOptions options = options_for(layers[i]);
       if (i + 1 < layers.size()) options.stop(false);
       if (index_.count(layers[i]))
         throw std::invalid_argument(fmt::format("baukit: layer '{}' is listed twice in a TraceDict", layers[i]));
       index_.emplace(layers[i], traces_.size());
-      traces_.emplace_back(model, layers[i], std::move(options));
+      traces_.emplace_back(found[i], layers[i], std::move(options));
     }
     layers_ = std::move(layers);
   }
