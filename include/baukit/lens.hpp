@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -122,45 +123,48 @@ inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tenso
   const int64_t rows = states.size(0), tokens = states.size(1), vocab = final_probs.size(-1);
   if (options.topk() < 1 || options.topk() > vocab)
     throw std::invalid_argument(fmt::format("lens: topk {} is outside 1..{}", options.topk(), vocab));
-  const int64_t chunk = std::max<int64_t>(1, options.chunk_bytes() / std::max<int64_t>(1, tokens * vocab * 4 * 3));
+  const int64_t chunk = std::max<int64_t>(1, options.chunk_bytes() / std::max<int64_t>(1, tokens * vocab * 4));
   const auto norms = states.norm(2, -1).to(torch::kFloat32).cpu();
   const auto scale = (tokens > 1 ? norms.slice(1, 1) : norms).max().item<float>();
-  const auto final_top1 = final_probs.argmax(-1);                                   // [tokens]
-  const auto final_entropy_part = torch::xlogy(final_probs, final_probs).sum(-1);   // sum q log q
+  const auto final_top1 = final_probs.argmax(-1);                                    // [tokens]
+  const auto final_qlogq = torch::xlogy(final_probs, final_probs).sum(-1);           // [tokens]: sum q log q
+  if (options.target() >= vocab) throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
+  const auto norm_at = norms.accessor<float, 2>();
+  const int64_t k = options.topk();
+  // Statistics run over blocks of a few (layer, token) rows, so their temporaries stay small and are reused
+  // rather than freshly allocated (and page-faulted) at the size of the whole chunk.
+  constexpr int64_t kStatRows = 32;
   LensGrid grid;
   grid.cells.resize(static_cast<std::size_t>(rows));
   for (int64_t begin = 0; begin < rows; begin += chunk) {
     const int64_t end = std::min(rows, begin + chunk);
-    const auto probs = decoder->forward(states.slice(0, begin, end)).to(torch::kFloat32);  // [chunk, tokens, vocab]
-    const auto [top_probs, top_ids] = probs.topk(options.topk(), -1);
-    const auto entropy = -torch::xlogy(probs, probs).sum(-1);
-    const auto kl = final_entropy_part - torch::xlogy(final_probs, probs).sum(-1);
-    const auto p_final_top1 = probs.gather(-1, final_top1.view({1, tokens, 1}).expand({end - begin, tokens, 1}));
-    const auto rank_final = (probs > p_final_top1).sum(-1) + 1;
-    torch::Tensor rank_target;
-    if (options.target() >= 0) {
-      if (options.target() >= vocab) throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
-      rank_target = ((probs > probs.select(-1, options.target()).unsqueeze(-1)).sum(-1) + 1).cpu();
-    }
-    const auto ids_cpu = top_ids.cpu().contiguous(), probs_cpu = top_probs.cpu().contiguous();
-    const auto entropy_cpu = entropy.cpu(), kl_cpu = kl.cpu(), rank_cpu = rank_final.cpu();
-    const auto norm_at = norms.accessor<float, 2>();
-    const auto entropy_at = entropy_cpu.accessor<float, 2>(), kl_at = kl_cpu.accessor<float, 2>();
-    const auto rank_at = rank_cpu.accessor<int64_t, 2>();
-    const int64_t k = options.topk();
-    for (int64_t r = begin; r < end; ++r) {
-      auto& row = grid.cells[static_cast<std::size_t>(r)];
-      row.resize(static_cast<std::size_t>(tokens));
-      for (int64_t t = 0; t < tokens; ++t) {
+    const auto probs = decoder->forward(states.slice(0, begin, end)).to(torch::kFloat32).reshape({-1, vocab});  // [(chunk*tokens), vocab]
+    for (int64_t block = 0; block < probs.size(0); block += kStatRows) {
+      const int64_t block_end = std::min(probs.size(0), block + kStatRows);
+      const auto p = probs.slice(0, block, block_end);
+      const auto position = torch::arange(block, block_end, torch::kLong).remainder(tokens).to(probs.device());  // each row's token
+      const auto log_p = p.clamp_min(std::numeric_limits<float>::min()).log();  // p below 1e-38 counts as 1e-38
+      const auto entropy = -(p * log_p).sum(-1);
+      const auto kl = final_qlogq.index_select(0, position) - (final_probs.index_select(0, position) * log_p).sum(-1);
+      const auto p_final_top1 = p.gather(-1, final_top1.index_select(0, position).unsqueeze(-1));
+      const auto rank_final = (p > p_final_top1).sum(-1) + 1;
+      torch::Tensor rank_target;
+      if (options.target() >= 0) rank_target = ((p > p.select(-1, options.target()).unsqueeze(-1)).sum(-1) + 1).cpu();
+      const auto [top_probs, top_ids] = p.topk(k, -1);
+      const auto ids_cpu = top_ids.cpu().contiguous(), probs_cpu = top_probs.cpu().contiguous();
+      const auto entropy_cpu = entropy.cpu(), kl_cpu = kl.cpu(), rank_cpu = rank_final.cpu();
+      for (int64_t i = block; i < block_end; ++i) {
+        const int64_t r = begin + i / tokens, t = i % tokens, j = i - block;
+        auto& row = grid.cells[static_cast<std::size_t>(r)];
+        if (row.empty()) row.resize(static_cast<std::size_t>(tokens));
         auto& cell = row[static_cast<std::size_t>(t)];
-        const int64_t offset = ((r - begin) * tokens + t) * k;
-        cell.tokens.assign(ids_cpu.data_ptr<int64_t>() + offset, ids_cpu.data_ptr<int64_t>() + offset + k);
-        cell.probs.assign(probs_cpu.data_ptr<float>() + offset, probs_cpu.data_ptr<float>() + offset + k);
+        cell.tokens.assign(ids_cpu.data_ptr<int64_t>() + j * k, ids_cpu.data_ptr<int64_t>() + (j + 1) * k);
+        cell.probs.assign(probs_cpu.data_ptr<float>() + j * k, probs_cpu.data_ptr<float>() + (j + 1) * k);
         cell.magnitude = norm_at[r][t] / scale;
-        cell.entropy = entropy_at[r - begin][t];
-        cell.kl_to_final = std::max(0.0f, kl_at[r - begin][t]);
-        cell.rank_of_final_top1 = rank_at[r - begin][t];
-        cell.rank_of_target = rank_target.defined() ? rank_target.accessor<int64_t, 2>()[r - begin][t] : 0;
+        cell.entropy = entropy_cpu.data_ptr<float>()[j];
+        cell.kl_to_final = std::max(0.0f, kl_cpu.data_ptr<float>()[j]);
+        cell.rank_of_final_top1 = rank_cpu.data_ptr<int64_t>()[j];
+        cell.rank_of_target = rank_target.defined() ? rank_target.data_ptr<int64_t>()[j] : 0;
       }
     }
     if (progress) progress(done_before + end, total ? total : rows);
