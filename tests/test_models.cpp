@@ -392,3 +392,21 @@ TEST_CASE("from_pretrained fails by name on an unknown family", "[models][errors
   std::ofstream(dir / "config.json") << R"({"n_layer": 2})";
   CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("model_type"));
 }
+
+TEST_CASE("Sharded pytorch_model.bin checkpoints load through their index", "[gptj][io]") {
+  const auto dir = scratch("sharded-bin");
+  const auto fixture = kFixtures / "gptj-tiny-f16-bin";
+  for (const char* file : {"config.json", "added_tokens.json"}) fs::copy_file(fixture / file, dir / file);
+  fs::copy_file(fixture / "pytorch_model.bin", dir / "pytorch_model-00001-of-00001.bin");
+  nlohmann::json index;
+  for (const auto& [name, tensor] : baukit::io::load_torch_bin(fixture / "pytorch_model.bin"))
+    index["weight_map"][name] = "pytorch_model-00001-of-00001.bin";
+  std::ofstream(dir / "pytorch_model.bin.index.json") << index.dump();
+  auto sharded = baukit::models::from_pretrained(dir);
+  auto whole = baukit::models::from_pretrained(fixture);
+  const auto ids = ids_tensor({15496, 11, 616});
+  CHECK(torch::equal(sharded->forward(ids, {}, nullptr), whole->forward(ids, {}, nullptr)));
+  index["weight_map"]["transformer.h.9.surprise"] = "../escape.bin";
+  std::ofstream(dir / "pytorch_model.bin.index.json") << index.dump();
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("not a file in the checkpoint's folder"));
+}

@@ -229,6 +229,18 @@ class Tokenizer {
     return text.str();
   }
 
+  /// A JSON object of token -> id (vocab.json, added_tokens.json).
+  static nlohmann::json read_token_map(const std::filesystem::path& path) {
+    nlohmann::json map;
+    try {
+      map = nlohmann::json::parse(read_text_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+    }
+    if (!map.is_object()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
+    return map;
+  }
+
   void set_token(const std::filesystem::path& path, const std::string& token, int64_t id, std::string bytes) {
     if (id < 0 || id > 10'000'000) throw TokenizerError(fmt::format("{}: token '{}' has the id {}, out of range", path.string(), token, id));
     const auto index = static_cast<std::size_t>(id);
@@ -242,13 +254,8 @@ class Tokenizer {
   }
 
   void read_vocab(const std::filesystem::path& path) {
-    nlohmann::json vocab;
-    try {
-      vocab = nlohmann::json::parse(read_text_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-    }
-    if (!vocab.is_object() || vocab.empty()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
+    const auto vocab = read_token_map(path);
+    if (vocab.empty()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
     std::unordered_map<char32_t, unsigned char> unicode_to_byte;
     const auto table = byte_to_unicode();
     for (int b = 0; b < 256; ++b) unicode_to_byte[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
@@ -293,13 +300,7 @@ class Tokenizer {
   }
 
   void read_added_tokens(const std::filesystem::path& path) {
-    nlohmann::json added;
-    try {
-      added = nlohmann::json::parse(read_text_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-    }
-    if (!added.is_object()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
+    const auto added = read_token_map(path);
     for (const auto& [content, id] : added.items()) {
       if (!id.is_number_integer()) throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), content));
       if (special_ids_.count(content) && special_ids_.at(content) == id.get<int64_t>()) continue;

@@ -2,8 +2,10 @@
 /// @brief `CausalLM`: what the lens, generation and the command need of a model family, and `KVCache`.
 #pragma once
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,35 @@ struct KVCache {
   /// The number of cached positions.
   [[nodiscard]] int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
+
+/// Token positions and the attention mask for a causal forward, as every family computes them.
+struct CausalInputs {
+  torch::Tensor positions;  ///< [batch or 1, tokens]: each token's position, counting only real tokens before it.
+  torch::Tensor mask;       ///< [batch or 1, 1, tokens, past + tokens], true where a query may not look; undefined: none.
+};
+
+/// Positions and mask for `input_ids` [batch, tokens] after `past` cached positions. The causal mask is aligned
+/// bottom-right (query i sees keys up to past + i), so a key/value cache gives the same result as recomputation;
+/// `attention_mask` [batch, past + tokens] (1 = token, 0 = padding) masks left padding and shifts positions.
+inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, int64_t past, int64_t max_positions,
+                                  const std::string& family) {
+  const int64_t tokens = input_ids.size(1);
+  if (past + tokens > max_positions)
+    throw std::invalid_argument(fmt::format("{}: {} tokens (with {} cached) exceed n_positions = {}", family, tokens, past, max_positions));
+  const auto options = torch::TensorOptions().device(input_ids.device());
+  CausalInputs inputs;
+  if (attention_mask.defined()) {
+    inputs.positions = (attention_mask.to(torch::kLong).cumsum(-1) - 1).clamp_min(0).slice(1, past, past + tokens);
+    inputs.mask = (attention_mask == 0).view({attention_mask.size(0), 1, 1, past + tokens});
+  } else {
+    inputs.positions = torch::arange(past, past + tokens, options.dtype(torch::kLong)).unsqueeze(0);
+  }
+  if (tokens > 1) {
+    auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool)).triu(past + 1).view({1, 1, tokens, past + tokens});
+    inputs.mask = inputs.mask.defined() ? (inputs.mask | causal) : causal;
+  }
+  return inputs;
+}
 
 /// Where a family keeps what the lens needs: every name is a module name for `Trace`.
 struct LensLayout {

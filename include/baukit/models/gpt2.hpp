@@ -225,22 +225,7 @@ class GPT2ModelImpl : public torch::nn::Cloneable<GPT2ModelImpl> {
 
   /// Hidden states after `ln_f` [batch, tokens, n_embd]; arguments as for `CausalLM::forward`.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
-    const int64_t tokens = input_ids.size(1), past = cache ? cache->length() : 0;
-    if (past + tokens > config_.n_positions)
-      throw std::invalid_argument(fmt::format("GPT-2: {} tokens (with {} cached) exceed n_positions = {}", tokens, past, config_.n_positions));
-    torch::Tensor positions, mask;
-    const auto options = torch::TensorOptions().device(input_ids.device());
-    if (attention_mask.defined()) {
-      // Left padding: a token's position counts only the real tokens before it.
-      positions = (attention_mask.to(torch::kLong).cumsum(-1) - 1).clamp_min(0).slice(1, past, past + tokens);
-      mask = (attention_mask == 0).view({attention_mask.size(0), 1, 1, past + tokens});
-    } else {
-      positions = torch::arange(past, past + tokens, options.dtype(torch::kLong)).unsqueeze(0);
-    }
-    if (tokens > 1) {  // causal, aligned bottom-right: query i sees keys up to past + i
-      auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool)).triu(past + 1).view({1, 1, tokens, past + tokens});
-      mask = mask.defined() ? (mask | causal) : causal;
-    }
+    const auto [positions, mask] = causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-2");
     auto x = drop(wte(input_ids) + wpe(positions));
     for (const auto& block : *h) x = block->as<GPT2Block::Impl>()->forward(x, mask, cache);
     return ln_f(x);

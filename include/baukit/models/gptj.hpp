@@ -214,21 +214,7 @@ class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
   }
   /// Hidden states after `ln_f`, float32; arguments as for `CausalLM::forward`.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
-    const int64_t tokens = input_ids.size(1), past = cache ? cache->length() : 0;
-    if (past + tokens > config_.n_positions)
-      throw std::invalid_argument(fmt::format("GPT-J: {} tokens (with {} cached) exceed n_positions = {}", tokens, past, config_.n_positions));
-    const auto options = torch::TensorOptions().device(input_ids.device());
-    torch::Tensor positions, mask;
-    if (attention_mask.defined()) {
-      positions = (attention_mask.to(torch::kLong).cumsum(-1) - 1).clamp_min(0).slice(1, past, past + tokens);
-      mask = (attention_mask == 0).view({attention_mask.size(0), 1, 1, past + tokens});
-    } else {
-      positions = torch::arange(past, past + tokens, options.dtype(torch::kLong)).unsqueeze(0).expand({input_ids.size(0), tokens});
-    }
-    if (tokens > 1) {
-      auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool)).triu(past + 1).view({1, 1, tokens, past + tokens});
-      mask = mask.defined() ? (mask | causal) : causal;
-    }
+    const auto [positions, mask] = causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-J");
     auto x = drop(wte(input_ids).to(torch::kFloat32));
     for (const auto& block : *h) x = block->as<GPTJBlock::Impl>()->forward(x, positions, mask, cache);
     return ln_f(x);
