@@ -3,10 +3,10 @@
 // Prints: load time with a warm page cache, peak RSS as a multiple of the weight file, the forward of an 8-token
 // prompt as a multiple of its FLOP bound (2 x parameters x tokens at the matmul rate measured here), and greedy
 // tokens/s with the cache against the weight-bytes / memory-bandwidth bound.
-#include <baukit/baukit.hpp>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
+#include <baukit/baukit.hpp>
 
 #include "common.hpp"
 
@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   std::vector<double> loads;
   for (int i = 0; i < 3; ++i) {
     model = baukit::models::GPT2LMHeadModel{nullptr};
-    loads.push_back(bench::time_once([&] { model = baukit::models::GPT2LMHeadModel::from_pretrained(dir, torch::kCPU, check_finite); }));
+    loads.push_back(bench::time_once(
+        [&] { model = baukit::models::GPT2LMHeadModel::from_pretrained(dir, torch::kCPU, check_finite); }));
   }
   fmt::print("load times: {:.3f} {:.3f} {:.3f} s\n", loads[0], loads[1], loads[2]);
   std::sort(loads.begin(), loads.end());
@@ -47,14 +48,17 @@ int main(int argc, char** argv) {
   // The machine's bounds, measured after the model work so their buffers do not count in its peak memory.
   const double flops = bench::matmul_flops(), bandwidth = bench::read_bandwidth();
   const double forward_bound = 2.0 * parameters * 8 / flops;
-  const double token_bound = file_bytes / bandwidth;  // every weight byte read once per token
+  const double token_bound = file_bytes / bandwidth;                   // every weight byte read once per token
   const double per_token = (generation - forward) / (new_tokens - 1);  // first token: the prompt's forward
-  fmt::print("model {}: {:.2f} G parameters, {:.2f} GB file; {} threads\n", dir.string(), parameters / 1e9, file_bytes / 1e9, threads);
+  fmt::print("model {}: {:.2f} G parameters, {:.2f} GB file; {} threads\n", dir.string(), parameters / 1e9,
+             file_bytes / 1e9, threads);
   fmt::print("machine: matmul {:.1f} GFLOP/s, memory read {:.1f} GB/s\n", flops / 1e9, bandwidth / 1e9);
-  fmt::print("load (warm page cache{}): {:.3f} s median of 3 (target < 1 s)\n", check_finite ? ", NaN scan" : "", loads[1]);
+  fmt::print("load (warm page cache{}): {:.3f} s median of 3 (target < 1 s)\n", check_finite ? ", NaN scan" : "",
+             loads[1]);
   fmt::print("peak RSS: {:.2f} GB = {:.3f} x the file (target < 1.1)\n", rss / 1e9, rss / file_bytes);
-  fmt::print("forward, 8 tokens: {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n", forward, forward / forward_bound, forward_bound);
-  fmt::print("greedy with cache: {:.2f} tokens/s, {:.3f} s/token = {:.2f} x the weight-bandwidth bound {:.3f} s\n", 1.0 / per_token, per_token,
-             per_token / token_bound, token_bound);
+  fmt::print("forward, 8 tokens: {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n", forward,
+             forward / forward_bound, forward_bound);
+  fmt::print("greedy with cache: {:.2f} tokens/s, {:.3f} s/token = {:.2f} x the weight-bandwidth bound {:.3f} s\n",
+             1.0 / per_token, per_token, per_token / token_bound, token_bound);
   return 0;
 }

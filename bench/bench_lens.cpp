@@ -3,14 +3,13 @@
 // Prints the end-to-end time of the baukit-lens command (process start to page written) for an 8-token prompt with
 // its peak memory against the checkpoint size, and the lens decode alone (both views, every layer) as a multiple of
 // its FLOP bound (2 x views x layers x tokens x n_embd x vocab at the matmul rate measured here).
-#include <baukit/baukit.hpp>
-
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <baukit/baukit.hpp>
 
 #include "common.hpp"
 
@@ -36,8 +35,8 @@ ChildRun run_child(std::vector<std::string> args) {
   int status = 0;
   rusage usage{};
   wait4(pid, &status, 0, &usage);
-  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), static_cast<double>(usage.ru_maxrss) * 1024.0,
-          WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          static_cast<double>(usage.ru_maxrss) * 1024.0, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
 }  // namespace
@@ -58,7 +57,8 @@ int main(int argc, char** argv) {
 
   // End to end, as a user runs it (page cache warm after the first run): median of 3.
   std::vector<ChildRun> runs;
-  for (int i = 0; i < 4; ++i) runs.push_back(run_child({lens_exe.string(), "--model", dir.string(), "--prompt", prompt, "--out", out.string()}));
+  for (int i = 0; i < 4; ++i)
+    runs.push_back(run_child({lens_exe.string(), "--model", dir.string(), "--prompt", prompt, "--out", out.string()}));
   runs.erase(runs.begin());
   std::sort(runs.begin(), runs.end(), [](const ChildRun& a, const ChildRun& b) { return a.seconds < b.seconds; });
   if (runs[1].status != 0) {
@@ -76,20 +76,27 @@ int main(int argc, char** argv) {
   auto decoder = baukit::make_decoder(*model);
   const auto final_probs = decoder->forward(stream[stream.size(0) - 1]);
   const auto states = stream.slice(0, 1), deltas = stream.slice(0, 1) - stream.slice(0, 0, -1);
-  const double decode = bench::median_seconds([&] {
-    const auto options = baukit::LensOptions().chunk_bytes(chunk_mb << 20);
-    (void)baukit::decode_states(decoder, states, final_probs, options);
-    (void)baukit::decode_states(decoder, deltas, final_probs, options);
-  }, 3);
+  const double decode = bench::median_seconds(
+      [&] {
+        const auto options = baukit::LensOptions().chunk_bytes(chunk_mb << 20);
+        (void)baukit::decode_states(decoder, states, final_probs, options);
+        (void)baukit::decode_states(decoder, deltas, final_probs, options);
+      },
+      3);
   const double forward = bench::median_seconds([&] { (void)baukit::residual_stream(*model, ids); }, 3);
   const auto width = stream.size(2);
-  const double decode_flops = 2.0 * 2 * static_cast<double>(states.size(0) * states.size(1) * width * model->vocab_size());
+  const double decode_flops =
+      2.0 * 2 * static_cast<double>(states.size(0) * states.size(1) * width * model->vocab_size());
   const double flops = bench::matmul_flops();
-  fmt::print("model {} ({:.2f} GB), prompt of {} tokens, 2 threads; matmul {:.1f} GFLOP/s\n", dir.string(), file_bytes / 1e9, ids.size(), flops / 1e9);
-  fmt::print("baukit-lens end to end (process start to page written): {:.3f} s median of 3 warm runs\n", runs[1].seconds);
-  fmt::print("baukit-lens peak RSS: {:.2f} GB = {:.3f} x the checkpoint (target < 1.2)\n", runs[1].peak_rss_bytes / 1e9, runs[1].peak_rss_bytes / file_bytes);
+  fmt::print("model {} ({:.2f} GB), prompt of {} tokens, 2 threads; matmul {:.1f} GFLOP/s\n", dir.string(),
+             file_bytes / 1e9, ids.size(), flops / 1e9);
+  fmt::print("baukit-lens end to end (process start to page written): {:.3f} s median of 3 warm runs\n",
+             runs[1].seconds);
+  fmt::print("baukit-lens peak RSS: {:.2f} GB = {:.3f} x the checkpoint (target < 1.2)\n", runs[1].peak_rss_bytes / 1e9,
+             runs[1].peak_rss_bytes / file_bytes);
   fmt::print("forward with traces: {:.3f} s\n", forward);
-  fmt::print("lens decode (lens + delta lens, {} layers): {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n", states.size(0), decode,
-             decode / (decode_flops / flops), decode_flops / flops);
+  fmt::print(
+      "lens decode (lens + delta lens, {} layers): {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n",
+      states.size(0), decode, decode / (decode_flops / flops), decode_flops / flops);
   return 0;
 }

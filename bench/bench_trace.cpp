@@ -1,10 +1,10 @@
 // The cost of the hook mechanism on a deep stack of linear layers, measured side by side in one run:
 // plain libtorch Linear vs Traced Linear with no trace attached vs every layer traced (retaining outputs).
 //   build/bench/bench-trace [--layers 64] [--width 1024] [--rows 16]
-#include <baukit/baukit.hpp>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
+#include <baukit/baukit.hpp>
 
 #include "common.hpp"
 
@@ -48,8 +48,9 @@ int main(int argc, char** argv) {
   // retained outputs held goes back to the system and is faulted in again on the next forward.
   auto repeat = [&](const std::function<void()>& fn) {
     return bench::time_once([&] {
-      for (int i = 0; i < 5; ++i) fn();
-    }) / 5;
+             for (int i = 0; i < 5; ++i) fn();
+           }) /
+           5;
   };
   baukit::TraceDict attached(*stack, names);
   attached.close();
@@ -86,12 +87,14 @@ int main(int argc, char** argv) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  fmt::print("{} layers of Linear({}, {}) on {} rows; {} rounds, each variant 5 forwards per round, rotating order\n", layers, width, width,
-             rows, rounds);
+  fmt::print("{} layers of Linear({}, {}) on {} rows; {} rounds, each variant 5 forwards per round, rotating order\n",
+             layers, width, width, rows, rounds);
   fmt::print("plain libtorch            {:8.3f} ms\n", median(times[0]) * 1e3);
-  fmt::print("traceable, no trace       {:8.3f} ms   ratio {:.4f} (target <= 1.01)\n", median(times[1]) * 1e3, median(ratios[1]));
-  fmt::print("traceable, all traced     {:8.3f} ms   ratio {:.4f} (target <= 1.02)\n", median(times[2]) * 1e3, median(ratios[2]));
-  fmt::print("  fresh TraceDict per forward: {:.3f} ms, ratio {:.4f} (retained outputs need newly faulted memory)\n", median(times[3]) * 1e3,
-             median(ratios[3]));
+  fmt::print("traceable, no trace       {:8.3f} ms   ratio {:.4f} (target <= 1.01)\n", median(times[1]) * 1e3,
+             median(ratios[1]));
+  fmt::print("traceable, all traced     {:8.3f} ms   ratio {:.4f} (target <= 1.02)\n", median(times[2]) * 1e3,
+             median(ratios[2]));
+  fmt::print("  fresh TraceDict per forward: {:.3f} ms, ratio {:.4f} (retained outputs need newly faulted memory)\n",
+             median(times[3]) * 1e3, median(ratios[3]));
   return 0;
 }

@@ -2,9 +2,8 @@
 // peak memory.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <sys/resource.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>

@@ -1,15 +1,14 @@
 // baukit-lens: the logit lens from the command line. Writes a self-contained HTML page (and, with --json,
 // every number the page shows). Without --model it runs on baukit-cpp's embedded default model.
 //   baukit-lens --prompt ". The Space Needle is located in" --out lens.html
-#include <baukit/baukit.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
-
+#include <baukit/baukit.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
-#include <unistd.h>
 
 namespace {
 
@@ -24,8 +23,10 @@ fs::path default_model() {
 class Progress {
  public:
   void step(const std::string& text, bool done = false) {
-    if (tty_) std::cerr << "\r\033[K" << text << (done ? "\n" : "") << std::flush;
-    else if (done) std::cerr << text << "\n";
+    if (tty_)
+      std::cerr << "\r\033[K" << text << (done ? "\n" : "") << std::flush;
+    else if (done)
+      std::cerr << text << "\n";
   }
 
  private:
@@ -39,23 +40,29 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid"};
+  CLI::App app{
+      "The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid"};
   fs::path model_dir = default_model(), tokenizer_dir, out = "lens.html", json_out;
   std::string prompt = ". The Space Needle is located in", device_name = "cpu", target;
   int64_t topk = 5;
   int threads = 2;
   bool deltas = false, attention_rows = false, truncate = false;
-  app.add_option("--model", model_dir, "Checkpoint directory (Hugging Face layout); default: the embedded model")->check(CLI::ExistingDirectory);
-  app.add_option("--tokenizer", tokenizer_dir, "Folder with vocab.json and merges.txt; default: the model's folder")->check(CLI::ExistingDirectory);
+  app.add_option("--model", model_dir, "Checkpoint directory (Hugging Face layout); default: the embedded model")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--tokenizer", tokenizer_dir, "Folder with vocab.json and merges.txt; default: the model's folder")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "The prompt")->capture_default_str();
   app.add_option("--topk", topk, "Tokens per cell in the hover")->check(CLI::Range(1, 100))->capture_default_str();
   app.add_flag("--deltas", deltas, "Open the page on the delta lens (each layer's change)");
   app.add_flag("--attention-rows", attention_rows, "Add rows for the stream after each attention, before the MLP");
   app.add_option("--target", target, "A token (e.g. \" Seattle\") whose rank every cell reports");
-  app.add_flag("--truncate", truncate, "Keep the last tokens of a prompt longer than the model takes, instead of failing");
+  app.add_flag("--truncate", truncate,
+               "Keep the last tokens of a prompt longer than the model takes, instead of failing");
   app.add_option("--out", out, "The HTML page to write")->capture_default_str();
   app.add_option("--json", json_out, "Also write every number the page shows as JSON");
-  app.add_option("--device", device_name, "cpu, or cuda where this libtorch has CUDA")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device", device_name, "cpu, or cuda where this libtorch has CUDA")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads")->check(CLI::Range(1, 1024))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -76,21 +83,25 @@ int main(int argc, char** argv) {
     const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
     auto model = baukit::models::from_pretrained(model_dir, device);
     baukit::set_requires_grad(false, model->module());
-    progress.step(fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(), seconds_since(start)), true);
+    progress.step(
+        fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(), seconds_since(start)),
+        true);
 
     auto ids = tokenizer.encode(prompt);
     if (ids.empty()) throw std::invalid_argument("--prompt: the prompt is empty");
     if (static_cast<int64_t>(ids.size()) > model->max_positions()) {
       if (!truncate)
-        throw std::invalid_argument(fmt::format("--prompt: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
-                                                ids.size(), model->max_positions(), model->max_positions()));
+        throw std::invalid_argument(
+            fmt::format("--prompt: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
+                        ids.size(), model->max_positions(), model->max_positions()));
       ids.erase(ids.begin(), ids.end() - model->max_positions());
     }
     int64_t target_id = -1;
     if (!target.empty()) {
       const auto target_ids = tokenizer.encode(target);
       if (target_ids.size() != 1)
-        throw std::invalid_argument(fmt::format("--target: '{}' is {} tokens; give exactly one token (mind the leading space)", target, target_ids.size()));
+        throw std::invalid_argument(fmt::format(
+            "--target: '{}' is {} tokens; give exactly one token (mind the leading space)", target, target_ids.size()));
       target_id = target_ids.front();
     }
 
@@ -99,9 +110,13 @@ int main(int argc, char** argv) {
     const auto result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
       progress.step(fmt::format("decoding rows {}/{}", done, total));
     });
-    progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(), seconds_since(start)), true);
+    progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(),
+                              seconds_since(start)),
+                  true);
 
-    baukit::save_lens_page(out, result, tokenizer, baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
+    baukit::save_lens_page(
+        out, result, tokenizer,
+        baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
     std::cout << "wrote " << fs::absolute(out).string() << "\n";
     if (!json_out.empty()) {
       auto json = baukit::to_json(result, tokenizer);

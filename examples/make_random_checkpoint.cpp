@@ -1,10 +1,8 @@
 // Writes a random GPT-2 checkpoint of any size in the Hugging Face layout (config.json, model.safetensors,
 // vocab.json, merges.txt), for tests and benchmarks.
 //   make-random-checkpoint --preset gpt2-xl --out /tmp/gpt2-xl-random      (48 layers, 1600 wide: 6.43 GB in F32)
-#include <baukit/baukit.hpp>
-
 #include <CLI/CLI.hpp>
-
+#include <baukit/baukit.hpp>
 #include <chrono>
 #include <iostream>
 
@@ -24,15 +22,20 @@ int main(int argc, char** argv) {
   auto* heads = app.add_option("--heads", config.n_head, "Attention heads")->check(CLI::PositiveNumber);
   app.add_option("--vocab", config.vocab_size, "Vocabulary size")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--positions", config.n_positions, "n_positions")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--dtype", dtype, "Storage: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}))->capture_default_str();
-  app.add_option("--tokenizer", tokenizer, "Folder whose vocab.json and merges.txt are copied")->check(CLI::ExistingDirectory);
+  app.add_option("--dtype", dtype, "Storage: f32, f16 or bf16")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--tokenizer", tokenizer, "Folder whose vocab.json and merges.txt are copied")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--seed", seed, "Random seed")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
 
-  const std::map<std::string, std::array<int64_t, 3>> presets = {
-      {"gpt2", {12, 768, 12}}, {"gpt2-medium", {24, 1024, 16}}, {"gpt2-large", {36, 1280, 20}}, {"gpt2-xl", {48, 1600, 25}}};
+  const std::map<std::string, std::array<int64_t, 3>> presets = {{"gpt2", {12, 768, 12}},
+                                                                 {"gpt2-medium", {24, 1024, 16}},
+                                                                 {"gpt2-large", {36, 1280, 20}},
+                                                                 {"gpt2-xl", {48, 1600, 25}}};
   if (!preset.empty()) {
     const auto [l, w, h] = presets.at(preset);
     if (!layers->count()) config.n_layer = l;
@@ -40,7 +43,8 @@ int main(int argc, char** argv) {
     if (!heads->count()) config.n_head = h;
   }
   if (config.n_embd % config.n_head != 0) {
-    std::cerr << "make-random-checkpoint: --width " << config.n_embd << " is not divisible by --heads " << config.n_head << "\n";
+    std::cerr << "make-random-checkpoint: --width " << config.n_embd << " is not divisible by --heads " << config.n_head
+              << "\n";
     return 1;
   }
   const auto start = std::chrono::steady_clock::now();
@@ -48,9 +52,11 @@ int main(int argc, char** argv) {
   model->init_weights(seed);
   const auto type = dtype == "f32" ? torch::kFloat32 : dtype == "f16" ? torch::kFloat16 : torch::kBFloat16;
   model->save_pretrained(out, type);
-  for (const char* file : {"vocab.json", "merges.txt"}) fs::copy_file(tokenizer / file, out / file, fs::copy_options::overwrite_existing);
-  std::cout << fmt::format("wrote {} ({} layers, {} wide, {} heads, {:.2f} GB) in {:.1f} s\n", out.string(), config.n_layer, config.n_embd,
-                           config.n_head, static_cast<double>(fs::file_size(out / "model.safetensors")) / 1e9,
+  for (const char* file : {"vocab.json", "merges.txt"})
+    fs::copy_file(tokenizer / file, out / file, fs::copy_options::overwrite_existing);
+  std::cout << fmt::format("wrote {} ({} layers, {} wide, {} heads, {:.2f} GB) in {:.1f} s\n", out.string(),
+                           config.n_layer, config.n_embd, config.n_head,
+                           static_cast<double>(fs::file_size(out / "model.safetensors")) / 1e9,
                            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return 0;
 }

@@ -1,6 +1,5 @@
 // Tracing a libtorch model: the complete example of docs/tracing.md. Compiled with the build, so it cannot rot.
 #include <baukit/baukit.hpp>
-
 #include <iostream>
 
 // A model written for baukit-cpp: its children are traceable holders, and the model itself runs hooks.

@@ -11,16 +11,16 @@
 // tokens plus one "other" row standing for all the rest, its logit raised by log(#other)); when the checkpoint
 // is written, every unused token gets the "other" row. The full-vocabulary softmax of the written model then
 // equals the one trained, so the objective is exactly GPT-2's cross-entropy at a fraction of the cost.
-#include "default_model/corpus.hpp"
-
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <fstream>
 #include <iostream>
 #include <random>
 #include <sstream>
+
+#include "default_model/corpus.hpp"
 
 namespace fs = std::filesystem;
 
@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
   double lr = 3e-3;
   app.add_option("--out", out, "Where to write the checkpoint")->capture_default_str();
   app.add_option("--facts", facts_path, "The fact table")->check(CLI::ExistingFile)->capture_default_str();
-  app.add_option("--tokenizer", tokenizer_dir, "Folder with GPT-2's vocab.json and merges.txt")->check(CLI::ExistingDirectory)->capture_default_str();
+  app.add_option("--tokenizer", tokenizer_dir, "Folder with GPT-2's vocab.json and merges.txt")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
   app.add_option("--steps", steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch", batch, "Sequences per step")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lr", lr, "Peak learning rate")->capture_default_str();
@@ -62,10 +64,12 @@ int main(int argc, char** argv) {
   for (const auto& s : filler) note(". " + s + " ");
   for (const auto& h : held_out) note(h.prompt + h.answer);
   for (const auto& h : held_out)
-    if (tokenizer.encode(h.answer).size() != 1) throw std::runtime_error(fmt::format("answer '{}' is not one token", h.answer));
+    if (tokenizer.encode(h.answer).size() != 1)
+      throw std::runtime_error(fmt::format("answer '{}' is not one token", h.answer));
   std::vector<int64_t> compact_to_full(used.begin(), used.end());
   std::map<int64_t, int64_t> full_to_compact;
-  for (std::size_t i = 0; i < compact_to_full.size(); ++i) full_to_compact[compact_to_full[i]] = static_cast<int64_t>(i);
+  for (std::size_t i = 0; i < compact_to_full.size(); ++i)
+    full_to_compact[compact_to_full[i]] = static_cast<int64_t>(i);
   const int64_t other = static_cast<int64_t>(compact_to_full.size());
   const double log_unused = std::log(static_cast<double>(tokenizer.vocab_size() - other));
 
@@ -80,8 +84,8 @@ int main(int argc, char** argv) {
   model->init_weights(seed);
   model->train();
 
-  std::cout << fmt::format("corpus: {} training sentences, {} distractors, {} held-out prompts; {} of {} tokens used\n", train.size(),
-                           filler.size(), held_out.size(), other, tokenizer.vocab_size());
+  std::cout << fmt::format("corpus: {} training sentences, {} distractors, {} held-out prompts; {} of {} tokens used\n",
+                           train.size(), filler.size(), held_out.size(), other, tokenizer.vocab_size());
 
   // A token stream: shuffled sentences, each after ". " as in running text.
   auto make_stream = [&] {
@@ -103,8 +107,10 @@ int main(int argc, char** argv) {
     (item.value().dim() >= 2 ? decay : no_decay).push_back(item.value());
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.1)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.0)));
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.1)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.0)));
   torch::optim::AdamW optimizer(std::move(groups));
 
   auto other_bias = torch::zeros({other + 1});
@@ -120,7 +126,8 @@ int main(int argc, char** argv) {
         stream = make_stream();
         cursor = 0;
       }
-      flat.insert(flat.end(), stream.begin() + static_cast<std::ptrdiff_t>(cursor), stream.begin() + static_cast<std::ptrdiff_t>(cursor + context + 1));
+      flat.insert(flat.end(), stream.begin() + static_cast<std::ptrdiff_t>(cursor),
+                  stream.begin() + static_cast<std::ptrdiff_t>(cursor + context + 1));
       cursor += static_cast<std::size_t>(context);
     }
     const auto tokens = torch::tensor(flat, torch::kLong).view({batch, context + 1});
@@ -167,12 +174,14 @@ int main(int argc, char** argv) {
   fs::create_directories(out);
   full->save_pretrained(out, torch::kFloat16);
   for (const char* file : {"vocab.json", "merges.txt"})
-    if (fs::absolute(tokenizer_dir / file) != fs::absolute(out / file)) fs::copy_file(tokenizer_dir / file, out / file, fs::copy_options::overwrite_existing);
+    if (fs::absolute(tokenizer_dir / file) != fs::absolute(out / file))
+      fs::copy_file(tokenizer_dir / file, out / file, fs::copy_options::overwrite_existing);
 
   // Evaluate the written checkpoint, as users will load it.
   auto reloaded = baukit::models::from_pretrained(out);
   const auto held = default_model::evaluate(*reloaded, tokenizer, held_out);
-  const auto needle = default_model::evaluate(*reloaded, tokenizer, {{". The Space Needle is located in", " Seattle", "the Space Needle -> Seattle"}});
+  const auto needle = default_model::evaluate(
+      *reloaded, tokenizer, {{". The Space Needle is located in", " Seattle", "the Space Needle -> Seattle"}});
   const auto text = default_model::report(needle, held, static_cast<int>(config.n_layer));
   std::ofstream(out / "report.md") << text;
   std::cout << text;

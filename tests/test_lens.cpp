@@ -1,15 +1,14 @@
 // Specification of the logit lens, the show builder, the page, and the baukit-lens command.
-#include <baukit/baukit.hpp>
-#include <catch2/catch.hpp>
-
-#include "default_model/corpus.hpp"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <baukit/baukit.hpp>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+
+#include "default_model/corpus.hpp"
 
 namespace {
 
@@ -55,9 +54,11 @@ Run run(const std::string& command) {
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(log)};
 }
 
-std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out, const std::string& extra = "") {
-  return fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --threads 1 {}", quoted(BAUKIT_LENS_EXE), quoted(model.string()),
-                     quoted((kFixtures / "gpt2-tiny").string()), quoted(prompt), quoted(out.string()), extra);
+std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out,
+                         const std::string& extra = "") {
+  return fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --threads 1 {}", quoted(BAUKIT_LENS_EXE),
+                     quoted(model.string()), quoted((kFixtures / "gpt2-tiny").string()), quoted(prompt),
+                     quoted(out.string()), extra);
 }
 
 // Tokens equal (allowing neighbours swapped within 1e-5), probabilities and magnitudes within 1e-4.
@@ -66,23 +67,30 @@ void check_view(const nlohmann::json& got, const nlohmann::json& expected, bool 
   REQUIRE(got["tokens"].size() == tokens.size());
   for (std::size_t l = 0; l < tokens.size(); ++l)
     for (std::size_t t = 0; t < tokens[l].size(); ++t) {
-      const auto want = tokens[l][t].get<std::vector<int64_t>>(), have = got["tokens"][l][t].get<std::vector<int64_t>>();
-      const auto want_p = expected["probs"][l][t].get<std::vector<double>>(), have_p = got["probs"][l][t].get<std::vector<double>>();
+      const auto want = tokens[l][t].get<std::vector<int64_t>>(),
+                 have = got["tokens"][l][t].get<std::vector<int64_t>>();
+      const auto want_p = expected["probs"][l][t].get<std::vector<double>>(),
+                 have_p = got["probs"][l][t].get<std::vector<double>>();
       for (std::size_t k = 0; k < want.size(); ++k) {
         CHECK(std::abs(have_p[k] - want_p[k]) < 1e-4);
         if (have[k] != want[k]) CHECK(std::abs(want_p[k] - want_p[k + (k + 1 < want.size() ? 1 : -1)]) < 1e-5);
       }
-      if (check_magnitudes) CHECK(std::abs(got["magnitudes"][l][t].get<double>() - expected["magnitudes"][l][t].get<double>()) < 1e-4);
+      if (check_magnitudes)
+        CHECK(std::abs(got["magnitudes"][l][t].get<double>() - expected["magnitudes"][l][t].get<double>()) < 1e-4);
     }
 }
 
 std::string dump_dom(const fs::path& page, const std::string& fragment = "", const fs::path& screenshot = {}) {
   const auto profile = scratch("chromium-profile");
-  const std::string flags = "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --no-first-run "
-                            "--disable-sync --disable-quic --user-data-dir=" + quoted(profile.string());
+  const std::string flags =
+      "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --no-first-run "
+      "--disable-sync --disable-quic --user-data-dir=" +
+      quoted(profile.string());
   const std::string url = "file://" + fs::absolute(page).string() + fragment;
   if (!screenshot.empty())
-    REQUIRE(run(fmt::format("timeout 120 chromium {} --window-size=1400,600 --screenshot={} {}", flags, quoted(screenshot.string()), quoted(url))).status == 0);
+    REQUIRE(run(fmt::format("timeout 120 chromium {} --window-size=1400,600 --screenshot={} {}", flags,
+                            quoted(screenshot.string()), quoted(url)))
+                .status == 0);
   const auto result = run(fmt::format("timeout 120 chromium {} --dump-dom {}", flags, quoted(url)));
   REQUIRE(result.status == 0);
   return result.output;
@@ -98,7 +106,8 @@ std::size_t count(const std::string& text, const std::string& needle) {
 
 TEST_CASE("show escapes every text and attribute value, and lays out nested lists", "[show]") {
   using namespace baukit::show;
-  const Node page = {{style({{"fontWeight", "bold"}}), "Layer", attr({{"title", "a\"b<c>&'"}}), "<script>alert(1)</script>"}};
+  const Node page = {
+      {style({{"fontWeight", "bold"}}), "Layer", attr({{"title", "a\"b<c>&'"}}), "<script>alert(1)</script>"}};
   const auto out = html(page);
   CHECK(out.find("<script>") == std::string::npos);
   CHECK(out.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
@@ -115,7 +124,8 @@ TEST_CASE("show escapes every text and attribute value, and lays out nested list
   CHECK_FALSE(fs::exists(dir / "missing-folder"));
 }
 
-TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, as they were computed)", "[lens][parity]") {
+TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, as they were computed)",
+          "[lens][parity]") {
   for (const std::string fixture : {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"}) {
     auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
     for (auto& item : model->named_parameters())
@@ -123,7 +133,8 @@ TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, 
     const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
     for (const auto& prompt : read_json(kFixtures / fixture / "reference.json")["prompts"]) {
       INFO(fixture << ": " << prompt["text"].get<std::string>());
-      const auto json = baukit::to_json(baukit::logit_lens(*model, prompt["ids"].get<std::vector<int64_t>>()), tokenizer);
+      const auto json =
+          baukit::to_json(baukit::logit_lens(*model, prompt["ids"].get<std::vector<int64_t>>()), tokenizer);
       check_view(json["lens"], prompt["lens"]);
       check_view(json["delta_lens"], prompt["delta_lens"]);
     }
@@ -138,13 +149,15 @@ TEST_CASE("baukit-lens --json equals the Hugging Face-semantics reference for ev
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       const auto text = prompts[i]["text"].get<std::string>();
       INFO(fixture << ": " << text);
-      const auto result = run(lens_command(kFixtures / fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string())));
+      const auto result = run(
+          lens_command(kFixtures / fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string())));
       REQUIRE(result.status == 0);
       const auto json = read_json(dir / "lens.json");
       CHECK(json["ids"] == prompts[i]["ids"]);
       check_view(json["lens"], reference["prompts"][i]["lens"]);
       check_view(json["delta_lens"], reference["prompts"][i]["delta_lens"]);
-      for (const char* key : {"entropy", "kl_to_final", "rank_of_final_top1", "token_strings"}) CHECK(json["lens"].contains(key));
+      for (const char* key : {"entropy", "kl_to_final", "rank_of_final_top1", "token_strings"})
+        CHECK(json["lens"].contains(key));
     }
   }
 }
@@ -156,7 +169,9 @@ TEST_CASE("baukit-lens --json on the GPT-J fixture equals its reference lens", "
   for (const auto& prompt : reference["prompts"]) {
     const auto text = prompt["text"].get<std::string>();
     INFO(text);
-    REQUIRE(run(lens_command(fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string()))).status == 0);
+    REQUIRE(
+        run(lens_command(fixture, text, dir / "lens.html", "--json " + quoted((dir / "lens.json").string()))).status ==
+        0);
     const auto json = read_json(dir / "lens.json");
     CHECK(json["ids"] == prompt["ids"]);
     check_view(json["lens"], prompt["lens"]);
@@ -167,12 +182,14 @@ TEST_CASE("baukit-lens --json on the GPT-J fixture equals its reference lens", "
   CHECK(result.output.find("gptj") != std::string::npos);
 }
 
-TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy is bounded, targets are ranked", "[lens]") {
+TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy is bounded, targets are ranked",
+          "[lens]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
   const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
   const auto ids = tokenizer.encode(". The Space Needle is located in");
   const auto target = tokenizer.encode(" Seattle").front();
-  const auto result = baukit::logit_lens(*model, ids, baukit::LensOptions().target(target).topk(3).attention_rows(true).chunk_bytes(1));
+  const auto result =
+      baukit::logit_lens(*model, ids, baukit::LensOptions().target(target).topk(3).attention_rows(true).chunk_bytes(1));
   REQUIRE(result.lens.rows.size() == 6);  // "0 attn", "0", ... with attention rows
   CHECK(result.lens.rows[0] == "0 attn");
   const auto& last = result.lens.cells.back();
@@ -191,13 +208,16 @@ TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy 
   const auto mid = baukit::residual_stream(*model, ids, true)[1];
   CHECK(torch::allclose(mid, (drop.output() + attn.output())[0]));
   // Hidden states the seed's way.
-  CHECK(baukit::get_hidden_states(*model, tokenizer, "Hello, my name is also").sizes() == torch::IntArrayRef({3, 6, 32}));
-  CHECK(baukit::get_hidden_state_deltas(*model, tokenizer, "Hello, my name is also").sizes() == torch::IntArrayRef({3, 6, 32}));
+  CHECK(baukit::get_hidden_states(*model, tokenizer, "Hello, my name is also").sizes() ==
+        torch::IntArrayRef({3, 6, 32}));
+  CHECK(baukit::get_hidden_state_deltas(*model, tokenizer, "Hello, my name is also").sizes() ==
+        torch::IntArrayRef({3, 6, 32}));
   CHECK_THROWS_WITH(baukit::logit_lens(*model, {}), Catch::Contains("no tokens"));
   CHECK_THROWS_WITH(baukit::logit_lens(*model, std::vector<int64_t>(65, 13)), Catch::Contains("at most 64"));
 }
 
-TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and no injected script runs", "[lens][browser]") {
+TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and no injected script runs",
+          "[lens][browser]") {
   const auto dir = scratch("browser");
   // Payloads that would mark the page if they ever ran.
   const std::vector<std::string> payloads = {
@@ -210,7 +230,9 @@ TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and
   for (std::size_t i = 0; i < payloads.size(); ++i) {
     INFO(payloads[i]);
     const auto page = dir / fmt::format("lens-{}.html", i);
-    REQUIRE(run(lens_command(kFixtures / "gpt2-tiny", payloads[i], page, "--json " + quoted((dir / "lens.json").string()) + " --target ' Seattle'")).status == 0);
+    REQUIRE(run(lens_command(kFixtures / "gpt2-tiny", payloads[i], page,
+                             "--json " + quoted((dir / "lens.json").string()) + " --target ' Seattle'"))
+                .status == 0);
     const auto dom = dump_dom(page, "", i == 0 ? fs::path(BAUKIT_BINARY_DIR) / "lens-screenshot.png" : fs::path());
     // A payload that ran would have marked <body>; the payload text itself appears, escaped, in the page.
     const auto body_start = dom.find("<body");
@@ -218,7 +240,7 @@ TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and
     const auto body_tag = dom.substr(body_start, dom.find('>', body_start) - body_start);
     CHECK(body_tag.find("data-pwned") == std::string::npos);
     CHECK(body_tag.find("data-lens-ready=\"lens prob\"") != std::string::npos);  // the page's own script ran
-    CHECK(count(dom, "class=\"lens-row\"") == 3 + 2);                          // layers + two header rows
+    CHECK(count(dom, "class=\"lens-row\"") == 3 + 2);                            // layers + two header rows
     CHECK(dom.find("mag: ") != std::string::npos);
     CHECK(std::regex_search(dom, std::regex("title=\"mag: [0-9.]+\n(.*: prob [0-9.]+\n){5}entropy")));
     if (i == 0) {
@@ -233,7 +255,8 @@ TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and
   }
 }
 
-TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a non-zero exit", "[lens][command][errors]") {
+TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a non-zero exit",
+          "[lens][command][errors]") {
   const auto dir = scratch("lens-errors");
   const auto tiny = kFixtures / "gpt2-tiny";
   auto fails_with = [&](const std::string& command, const std::string& message) {
@@ -259,15 +282,20 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   CHECK_FALSE(fs::exists(dir / "a.html"));
 }
 
-TEST_CASE("The default model knows where the Space Needle is, in its middle layers, and answers held-out phrasings", "[default-model]") {
+TEST_CASE("The default model knows where the Space Needle is, in its middle layers, and answers held-out phrasings",
+          "[default-model]") {
   const fs::path dir = fs::path(BAUKIT_SOURCE_DIR) / "models" / "default";
-  CHECK(fs::file_size(dir / "model.safetensors") + fs::file_size(dir / "vocab.json") + fs::file_size(dir / "merges.txt") <= 30'000'000);
+  CHECK(fs::file_size(dir / "model.safetensors") + fs::file_size(dir / "vocab.json") +
+            fs::file_size(dir / "merges.txt") <=
+        30'000'000);
   const auto tokenizer = baukit::Tokenizer::from_pretrained(dir);
   auto model = baukit::models::from_pretrained(dir);
   CHECK(model->num_layers() >= 6);
   CHECK(model->vocab_size() == 50257);
 
-  const auto needle = default_model::evaluate(*model, tokenizer, {{". The Space Needle is located in", " Seattle", "Space Needle"}}).front();
+  const auto needle =
+      default_model::evaluate(*model, tokenizer, {{". The Space Needle is located in", " Seattle", "Space Needle"}})
+          .front();
   CHECK(needle.final_top1 == " Seattle");
   CHECK(needle.answer_probability > 0.5);
   CHECK(needle.first_top1_layer >= 0);

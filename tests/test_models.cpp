@@ -1,7 +1,6 @@
 // Specification of the GPT-2 model, checkpoint loading and generation, against the fixtures' references.
 #include <baukit/baukit.hpp>
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <fstream>
 
@@ -33,10 +32,13 @@ std::map<std::string, torch::Tensor> reference_tensors(const fs::path& path) {
   return out;
 }
 
-torch::Tensor ids_tensor(const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0); }
+torch::Tensor ids_tensor(const std::vector<int64_t>& ids) {
+  return torch::tensor(ids, torch::kLong).unsqueeze(0);
+}
 
 // Top-k ids equal, allowing swaps of neighbours whose reference probabilities differ by less than 1e-5.
-void check_topk(const std::vector<int64_t>& got, const std::vector<int64_t>& expected, const std::vector<double>& probs) {
+void check_topk(const std::vector<int64_t>& got, const std::vector<int64_t>& expected,
+                const std::vector<double>& probs) {
   REQUIRE(got.size() == expected.size());
   for (std::size_t k = 0; k < got.size(); ++k) {
     if (got[k] == expected[k]) continue;
@@ -74,8 +76,8 @@ CheckpointErrorKind kind_of(const std::function<void()>& load) {
 
 // Hidden states of every block and of transformer.drop within 1e-4, top-5 lens tokens and final top-5 equal,
 // and the 10 greedy tokens equal (with and without the cache), for every prompt of `reference`.
-void check_parity(baukit::models::CausalLM& model, const nlohmann::json& reference, const std::map<std::string, torch::Tensor>& tensors,
-                  const std::string& label) {
+void check_parity(baukit::models::CausalLM& model, const nlohmann::json& reference,
+                  const std::map<std::string, torch::Tensor>& tensors, const std::string& label) {
   const auto layout = model.lens_layout();
   const auto& layers = layout.blocks;
   REQUIRE(static_cast<int64_t>(layers.size()) == model.num_layers());
@@ -94,7 +96,10 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
     for (const auto& layer : layers) hidden.push_back(tr[layer].output()[0]);
     const auto hs = torch::stack(hidden);
     CHECK((hs - tensors.at(fmt::format("p{}.hidden", p))).abs().max().item<double>() < 1e-4);
-    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32) - tensors.at(fmt::format("p{}.embed", p))).abs().max().item<double>() < 1e-4);
+    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32) - tensors.at(fmt::format("p{}.embed", p)))
+              .abs()
+              .max()
+              .item<double>() < 1e-4);
     CHECK((logits[0][-1] - tensors.at(fmt::format("p{}.logits_last", p))).abs().max().item<double>() < 1e-3);
 
     if (prompt.contains("final_logits_top5")) {
@@ -105,7 +110,8 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
         const auto probs = torch::softmax(row, -1);
         std::vector<double> ref_probs;
         for (auto id : final_top5[t]) ref_probs.push_back(probs[id].item<double>());
-        check_topk(std::vector<int64_t>(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + 5), final_top5[t], ref_probs);
+        check_topk(std::vector<int64_t>(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + 5), final_top5[t],
+                   ref_probs);
       }
     }
     // The lens: top-5 of softmax(lm_head(ln_f(h))) per layer and position.
@@ -115,7 +121,8 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
       for (std::size_t t = 0; t < ids.size(); ++t) {
         const auto row = top_ids[static_cast<int64_t>(l)][static_cast<int64_t>(t)];
         check_topk(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + 5),
-                   prompt["lens"]["tokens"][l][t].get<std::vector<int64_t>>(), prompt["lens"]["probs"][l][t].get<std::vector<double>>());
+                   prompt["lens"]["tokens"][l][t].get<std::vector<int64_t>>(),
+                   prompt["lens"]["probs"][l][t].get<std::vector<double>>());
       }
 
     const auto expected = prompt["generated"].get<std::vector<int64_t>>();
@@ -133,11 +140,13 @@ TEST_CASE("GPT-2 matches a float64 reference with Hugging Face's semantics on bo
     auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
     baukit::set_requires_grad(false, *model);
     const auto dir = kFixtures.parent_path() / "hf-reference";
-    check_parity(*model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")), fixture);
+    check_parity(*model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")),
+                 fixture);
   }
 }
 
-TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is dropped, as those references did", "[gpt2][parity]") {
+TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is dropped, as those references did",
+          "[gpt2][parity]") {
   // The shared references were computed without attn.c_attn.bias (see tests/data/hf-reference/make_reference.py);
   // zeroing it here checks every other part of the model against that independent implementation.
   for (const auto& fixture : kGPT2Fixtures) {
@@ -145,18 +154,19 @@ TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is droppe
     baukit::set_requires_grad(false, *model);
     for (auto& item : model->named_parameters())
       if (item.key().ends_with("attn.c_attn.bias")) item.value().zero_();
-    check_parity(*model, read_json(kFixtures / fixture / "reference.json"), reference_tensors(kFixtures / fixture / "reference.safetensors"),
-                 fixture + " (shared reference)");
+    check_parity(*model, read_json(kFixtures / fixture / "reference.json"),
+                 reference_tensors(kFixtures / fixture / "reference.safetensors"), fixture + " (shared reference)");
   }
 }
 
 TEST_CASE("Every GPT-2 submodule has Hugging Face's name and is traceable", "[gpt2]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
-  for (const char* name : {"transformer.wte", "transformer.wpe", "transformer.drop", "transformer.h.0", "transformer.h.0.ln_1",
-                           "transformer.h.0.attn", "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
-                           "transformer.h.0.attn.attn_dropout", "transformer.h.0.attn.resid_dropout", "transformer.h.0.ln_2",
-                           "transformer.h.0.mlp", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.act",
-                           "transformer.h.0.mlp.c_proj", "transformer.h.0.mlp.dropout", "transformer.ln_f", "lm_head"}) {
+  for (const char* name :
+       {"transformer.wte", "transformer.wpe", "transformer.drop", "transformer.h.0", "transformer.h.0.ln_1",
+        "transformer.h.0.attn", "transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
+        "transformer.h.0.attn.attn_dropout", "transformer.h.0.attn.resid_dropout", "transformer.h.0.ln_2",
+        "transformer.h.0.mlp", "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.act", "transformer.h.0.mlp.c_proj",
+        "transformer.h.0.mlp.dropout", "transformer.ln_f", "lm_head"}) {
     INFO(name);
     CHECK_NOTHROW(baukit::Trace(*model, name));
   }
@@ -166,11 +176,14 @@ TEST_CASE("Every GPT-2 submodule has Hugging Face's name and is traceable", "[gp
   baukit::io::SafetensorsFile file(kFixtures / "gpt2-tiny" / "model.safetensors");
   const auto first = file.tensor(file.entries().front());
   const auto* begin = static_cast<const char*>(first.data_ptr()) - file.entries().front().begin;
-  const auto* param = static_cast<const char*>(model->transformer->h[0]->as<baukit::models::GPT2Block::Impl>()->attn->c_attn->weight.data_ptr());
-  CHECK(std::abs(param - begin) < static_cast<std::ptrdiff_t>(fs::file_size(kFixtures / "gpt2-tiny" / "model.safetensors")) + (1 << 30));
+  const auto* param = static_cast<const char*>(
+      model->transformer->h[0]->as<baukit::models::GPT2Block::Impl>()->attn->c_attn->weight.data_ptr());
+  CHECK(std::abs(param - begin) <
+        static_cast<std::ptrdiff_t>(fs::file_size(kFixtures / "gpt2-tiny" / "model.safetensors")) + (1 << 30));
 }
 
-TEST_CASE("Generation: the cache matches full recomputation, and left-padded batches match single prompts", "[gpt2][generate]") {
+TEST_CASE("Generation: the cache matches full recomputation, and left-padded batches match single prompts",
+          "[gpt2][generate]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
   const auto reference = read_json(kFixtures.parent_path() / "hf-reference" / "gpt2-tiny.json");
   std::vector<std::vector<int64_t>> prompts, expected;
@@ -208,7 +221,8 @@ TEST_CASE("Sharded safetensors checkpoints load through their index", "[gpt2][io
   for (const auto& entry : whole.entries()) {
     const bool in_first = entry.name.find("h.1.") == std::string::npos && entry.name.find("h.2.") == std::string::npos;
     (in_first ? first : second).emplace_back(entry.name, whole.tensor(entry));
-    index["weight_map"][entry.name] = in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    index["weight_map"][entry.name] =
+        in_first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
   baukit::io::save_safetensors(dir / "model-00001-of-00002.safetensors", first);
   baukit::io::save_safetensors(dir / "model-00002-of-00002.safetensors", second);
@@ -223,7 +237,8 @@ TEST_CASE("Malformed safetensors files give a clear error of the right kind", "[
   const auto dir = scratch("bad-safetensors");
   const auto path = dir / "model.safetensors";
   auto load = [&] { baukit::io::SafetensorsFile file(path); };
-  const std::string good = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  const std::string good =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
 
   write_bytes(path, safetensors_bytes(good, 12));
   CHECK_NOTHROW(load());
@@ -255,7 +270,11 @@ TEST_CASE("Malformed safetensors files give a clear error of the right kind", "[
     CHECK(kind_of(load) == CheckpointErrorKind::dtype);
   }
   SECTION("overlapping offsets") {
-    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+    write_bytes(
+        path,
+        safetensors_bytes(
+            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            8));
     CHECK_THROWS_WITH(load(), Catch::Contains("overlaps") && Catch::Contains(path.string()));
   }
   SECTION("byte count not matching the shape") {
@@ -263,7 +282,11 @@ TEST_CASE("Malformed safetensors files give a clear error of the right kind", "[
     CHECK(kind_of(load) == CheckpointErrorKind::size);
   }
   SECTION("duplicate names") {
-    write_bytes(path, safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+    write_bytes(
+        path,
+        safetensors_bytes(
+            R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            8));
     CHECK_THROWS_WITH(load(), Catch::Contains("'a' is listed twice"));
   }
   SECTION("trailing bytes the header does not cover") {
@@ -284,7 +307,9 @@ TEST_CASE("Checkpoints that do not fit the model are reported tensor by tensor",
   };
   auto load = [&] { baukit::models::GPT2LMHeadModel::from_pretrained(dir); };
   SECTION("a missing tensor") {
-    write_with([](auto& t) { t.erase(std::remove_if(t.begin(), t.end(), [](auto& p) { return p.first == "h.1.mlp.c_fc.weight"; }), t.end()); });
+    write_with([](auto& t) {
+      t.erase(std::remove_if(t.begin(), t.end(), [](auto& p) { return p.first == "h.1.mlp.c_fc.weight"; }), t.end());
+    });
     CHECK_THROWS_WITH(load(), Catch::Contains("missing") && Catch::Contains("transformer.h.1.mlp.c_fc.weight"));
   }
   SECTION("an extra tensor") {
@@ -359,7 +384,8 @@ TEST_CASE("pytorch_model.bin: zero-copy reading, and a pickle asking for a forei
   }
 }
 
-TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens; F16 weights stay F16", "[gptj][parity]") {
+TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens; F16 weights stay F16",
+          "[gptj][parity]") {
   const auto dir = kFixtures / "gptj-tiny-f16-bin";
   auto loaded = baukit::models::from_pretrained(dir);
   REQUIRE(loaded->model_type() == "gptj");
@@ -367,14 +393,16 @@ TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, gre
   CHECK(model.lm_head->weight.scalar_type() == torch::kFloat16);
   CHECK(model.transformer->ln_f->weight.scalar_type() == torch::kFloat32);
   CHECK(model.lm_head->bias.defined());
-  for (const char* name : {"transformer.wte", "transformer.drop", "transformer.h.1", "transformer.h.1.ln_1", "transformer.h.1.attn",
-                           "transformer.h.1.attn.q_proj", "transformer.h.1.attn.k_proj", "transformer.h.1.attn.v_proj",
-                           "transformer.h.1.attn.out_proj", "transformer.h.1.mlp", "transformer.h.1.mlp.fc_in", "transformer.h.1.mlp.act",
-                           "transformer.h.1.mlp.fc_out", "transformer.ln_f", "lm_head"}) {
+  for (const char* name :
+       {"transformer.wte", "transformer.drop", "transformer.h.1", "transformer.h.1.ln_1", "transformer.h.1.attn",
+        "transformer.h.1.attn.q_proj", "transformer.h.1.attn.k_proj", "transformer.h.1.attn.v_proj",
+        "transformer.h.1.attn.out_proj", "transformer.h.1.mlp", "transformer.h.1.mlp.fc_in", "transformer.h.1.mlp.act",
+        "transformer.h.1.mlp.fc_out", "transformer.ln_f", "lm_head"}) {
     INFO(name);
     CHECK_NOTHROW(baukit::Trace(model, name));
   }
-  check_parity(model, read_json(dir / "reference.json"), reference_tensors(dir / "reference.safetensors"), "gptj-tiny-f16-bin");
+  check_parity(model, read_json(dir / "reference.json"), reference_tensors(dir / "reference.safetensors"),
+               "gptj-tiny-f16-bin");
   // Left-padded batches give each prompt its own tokens.
   const auto prompts = read_json(kFixtures / "prompts.json");
   std::vector<std::vector<int64_t>> batch, one_by_one;

@@ -1,10 +1,9 @@
 // Specification of the GPT-2 tokenizer.
 #include <baukit/tokenizer.hpp>
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -36,7 +35,8 @@ TEST_CASE("The known GPT-2 vectors encode exactly", "[tokenizer]") {
   CHECK(gpt2().encode("Hello, my name is also") == std::vector<int64_t>{15496, 11, 616, 1438, 318, 635});
 }
 
-TEST_CASE("Encoding equals gpt-tokenizer's r50k_base on every committed vector, and single tokens decode alike", "[tokenizer]") {
+TEST_CASE("Encoding equals gpt-tokenizer's r50k_base on every committed vector, and single tokens decode alike",
+          "[tokenizer]") {
   const auto vectors = read_json(kData / "tokenizer" / "vectors.json")["vectors"];
   REQUIRE(vectors.size() >= 500);
   std::size_t mismatches = 0;
@@ -83,7 +83,7 @@ TEST_CASE("Decoding a partial UTF-8 character gives U+FFFD, as Hugging Face's de
   REQUIRE(ids.size() > 1);
   CHECK(gpt2().decode(ids) == "東");
   CHECK(gpt2().decode(ids[0]) == "\xEF\xBF\xBD");
-  CHECK(baukit::utf8::replace_invalid("a\xE6\x9D") == "a\xEF\xBF\xBD");         // one maximal subpart
+  CHECK(baukit::utf8::replace_invalid("a\xE6\x9D") == "a\xEF\xBF\xBD");            // one maximal subpart
   CHECK(baukit::utf8::replace_invalid("\x80\x80") == "\xEF\xBF\xBD\xEF\xBF\xBD");  // two lone continuation bytes
   CHECK(baukit::utf8::replace_invalid("\xED\xA0\x80") == "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate: three
 }
@@ -108,11 +108,14 @@ TEST_CASE("Edge inputs: empty, invalid UTF-8, out-of-range ids, 10 MB", "[tokeni
 TEST_CASE("Missing or malformed tokenizer files fail naming the file and line", "[tokenizer][errors]") {
   const auto dir = scratch("tokenizer");
   const auto vocab = kData / "fixtures" / "gpt2-tiny" / "vocab.json";
-  CHECK_THROWS_WITH(baukit::Tokenizer(dir / "nope.json", dir / "merges.txt"), Catch::Contains("nope.json") && Catch::Contains("cannot open"));
+  CHECK_THROWS_WITH(baukit::Tokenizer(dir / "nope.json", dir / "merges.txt"),
+                    Catch::Contains("nope.json") && Catch::Contains("cannot open"));
   std::ofstream(dir / "bad.json") << "{\"a\": 1,";
-  CHECK_THROWS_WITH(baukit::Tokenizer(dir / "bad.json", dir / "merges.txt"), Catch::Contains("bad.json") && Catch::Contains("JSON"));
+  CHECK_THROWS_WITH(baukit::Tokenizer(dir / "bad.json", dir / "merges.txt"),
+                    Catch::Contains("bad.json") && Catch::Contains("JSON"));
   std::ofstream(dir / "merges.txt") << "#version: 0.2\n\xC4\xA0 t\nthree parts here\n";
   CHECK_THROWS_WITH(baukit::Tokenizer(vocab, dir / "merges.txt"), Catch::Contains("merges.txt:3"));
   std::ofstream(dir / "unknown.txt") << "#version: 0.2\nzzzzzzzzzz q\n";
-  CHECK_THROWS_WITH(baukit::Tokenizer(vocab, dir / "unknown.txt"), Catch::Contains("unknown.txt:2") && Catch::Contains("not in vocab.json"));
+  CHECK_THROWS_WITH(baukit::Tokenizer(vocab, dir / "unknown.txt"),
+                    Catch::Contains("unknown.txt:2") && Catch::Contains("not in vocab.json"));
 }

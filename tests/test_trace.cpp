@@ -1,7 +1,6 @@
 // Specification of the hook mechanism, Trace, TraceDict and the module utilities.
 #include <baukit/baukit.hpp>
 #include <catch2/catch.hpp>
-
 #include <thread>
 
 namespace {
@@ -22,16 +21,16 @@ struct ToyImpl : torch::nn::Cloneable<ToyImpl>, baukit::Hookable {
     plain = register_module("plain", torch::nn::Linear(3, 3));
     baukit::make_traceable(tail);
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    return apply_forward_hooks(tail->forward(out(act(in(x)))), x);
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return apply_forward_hooks(tail->forward(out(act(in(x)))), x); }
 };
 TORCH_MODULE(Toy);
 
 // A module whose output is a tuple holding a non-tensor.
 struct PairImpl : torch::nn::Cloneable<PairImpl>, baukit::Hookable {
   void reset() override {}
-  std::tuple<torch::Tensor, int64_t> forward(const torch::Tensor& x) { return apply_forward_hooks(std::make_tuple(x * 2, int64_t{7}), x); }
+  std::tuple<torch::Tensor, int64_t> forward(const torch::Tensor& x) {
+    return apply_forward_hooks(std::make_tuple(x * 2, int64_t{7}), x);
+  }
 };
 TORCH_MODULE(Pair);
 
@@ -145,11 +144,12 @@ TEST_CASE("edit_output changes the model's output, in each accepted form", "[tra
   }
   SECTION("(IValue, layer, inputs) with the inputs") {
     torch::Tensor seen_input;
-    baukit::Trace tr(model, "act",
-                     baukit::TraceOptions().edit_output([&](torch::IValue out, const std::string&, const torch::IValue& in) {
-                       seen_input = in.toTupleRef().elements()[0].toTensor();
-                       return torch::IValue(torch::zeros_like(out.toTensor()));
-                     }));
+    baukit::Trace tr(
+        model, "act",
+        baukit::TraceOptions().edit_output([&](torch::IValue out, const std::string&, const torch::IValue& in) {
+          seen_input = in.toTupleRef().elements()[0].toTensor();
+          return torch::IValue(torch::zeros_like(out.toTensor()));
+        }));
     CHECK(torch::allclose(model(x), zero_after_act));
     CHECK(torch::equal(seen_input, model->in(x)));
   }
@@ -252,7 +252,8 @@ TEST_CASE("An exception in an edit or in the forward leaves no hooks and a usabl
   auto clean = model(x);
   try {
     baukit::TraceDict tr(*model, std::regex(R"(in|act|out|tail\.\d)"),
-                         baukit::TraceOptions().edit_output([](torch::Tensor) -> torch::Tensor { throw std::runtime_error("edit failed"); }));
+                         baukit::TraceOptions().edit_output(
+                             [](torch::Tensor) -> torch::Tensor { throw std::runtime_error("edit failed"); }));
     model(x);
     FAIL("the edit should have thrown");
   } catch (const std::runtime_error& e) {
@@ -275,9 +276,8 @@ TEST_CASE("TraceDict traces names or a regex, in module order", "[tracedict]") {
 
 TEST_CASE("TraceDict takes per-layer options", "[tracedict]") {
   Toy model;
-  baukit::TraceDict tr(*model, std::vector<std::string>{"in", "out"}, [](const std::string& layer) {
-    return baukit::TraceOptions().retain_input(layer == "out");
-  });
+  baukit::TraceDict tr(*model, std::vector<std::string>{"in", "out"},
+                       [](const std::string& layer) { return baukit::TraceOptions().retain_input(layer == "out"); });
   model(torch::randn({1, 4}));
   CHECK(tr["out"].input().size(1) == 8);
   CHECK_THROWS(tr["in"].input());
@@ -290,9 +290,9 @@ TEST_CASE("Unknown or untraceable names fail before anything is attached", "[tra
                       Catch::Contains("'nope'") && Catch::Contains("'in'"));
   }
   SECTION("an untraceable module names its type and the fix") {
-    CHECK_THROWS_WITH((baukit::TraceDict(*model, std::vector<std::string>{"in", "plain"})),
-                      Catch::Contains("'plain'") && Catch::Contains("torch::nn::LinearImpl") &&
-                          Catch::Contains("Traced<"));
+    CHECK_THROWS_WITH(
+        (baukit::TraceDict(*model, std::vector<std::string>{"in", "plain"})),
+        Catch::Contains("'plain'") && Catch::Contains("torch::nn::LinearImpl") && Catch::Contains("Traced<"));
   }
   SECTION("a name listed twice") {
     CHECK_THROWS_WITH((baukit::TraceDict(*model, std::vector<std::string>{"in", "in"})), Catch::Contains("twice"));
@@ -362,6 +362,7 @@ TEST_CASE("make_traceable converts a Sequential in place; utilities find, freeze
                     Catch::Contains("not a torch::nn::Sequential"));
   baukit::replace_module(*model, "tail.1", std::make_shared<torch::nn::IdentityImpl>());
   auto h = model->out(model->act(model->in(x.repeat({1, 2}))));
-  CHECK(torch::allclose(model(x.repeat({1, 2})), model->tail[0]->as<baukit::Traced<torch::nn::LinearImpl>>()->forward(h)));
+  CHECK(torch::allclose(model(x.repeat({1, 2})),
+                        model->tail[0]->as<baukit::Traced<torch::nn::LinearImpl>>()->forward(h)));
   CHECK(baukit::module_names(*model, std::regex("tail.*")) == std::vector<std::string>{"tail", "tail.0", "tail.1"});
 }

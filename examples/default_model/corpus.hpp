@@ -3,10 +3,9 @@
 // and the tests, so all three see the same held-out set.
 #pragma once
 
-#include <baukit/baukit.hpp>
-
 #include <fmt/format.h>
 
+#include <baukit/baukit.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -19,14 +18,13 @@ namespace default_model {
 
 namespace fs = std::filesystem;
 
-
 struct Fact {
   std::string relation, subject, answer;
 };
 
 struct Template {
-  std::string text;   // {S} subject, {A} answer
-  bool answer_last;   // the answer ends the sentence: usable as a prompt
+  std::string text;  // {S} subject, {A} answer
+  bool answer_last;  // the answer ends the sentence: usable as a prompt
 };
 
 const std::map<std::string, std::vector<Template>> kTemplates = {
@@ -63,7 +61,8 @@ std::string capitalized(std::string s) {
 std::string fill(const std::string& pattern, const Fact& fact) {
   std::string out = pattern;
   auto replace = [&](const std::string& key, const std::string& value) {
-    for (auto at = out.find(key); at != std::string::npos; at = out.find(key, at + value.size())) out.replace(at, key.size(), value);
+    for (auto at = out.find(key); at != std::string::npos; at = out.find(key, at + value.size()))
+      out.replace(at, key.size(), value);
   };
   replace("{S}", out.rfind("{S}", 0) == 0 ? capitalized(fact.subject) : fact.subject);
   replace("{s}", fact.subject);
@@ -80,8 +79,8 @@ std::vector<Fact> read_facts(const fs::path& path) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream fields(line);
     Fact fact;
-    if (!std::getline(fields, fact.relation, '\t') || !std::getline(fields, fact.subject, '\t') || !std::getline(fields, fact.answer) ||
-        !kTemplates.count(fact.relation))
+    if (!std::getline(fields, fact.relation, '\t') || !std::getline(fields, fact.subject, '\t') ||
+        !std::getline(fields, fact.answer) || !kTemplates.count(fact.relation))
       throw std::runtime_error(fmt::format("{}:{}: expected relation<TAB>subject<TAB>answer", path.string(), number));
     facts.push_back(fact);
   }
@@ -89,16 +88,21 @@ std::vector<Fact> read_facts(const fs::path& path) {
 }
 
 std::vector<std::string> distractors(std::mt19937_64& rng, int count) {
-  const std::vector<std::string> people = {"The farmer", "My neighbour", "The teacher", "A young girl", "The old man", "Our team", "The doctor", "A student"};
-  const std::vector<std::string> verbs = {"walked to", "talked about", "looked at", "wrote a letter about", "thought about", "painted", "cleaned", "forgot"};
-  const std::vector<std::string> things = {"the garden", "a red car", "the river", "an old book", "the kitchen", "a small dog", "the weather", "the market", "a new song", "the morning news"};
-  const std::vector<std::string> tails = {"yesterday.", "in the evening.", "after lunch.", "with a smile.", "for a long time.", "again.", "on Sunday.", "quietly."};
+  const std::vector<std::string> people = {"The farmer",  "My neighbour", "The teacher", "A young girl",
+                                           "The old man", "Our team",     "The doctor",  "A student"};
+  const std::vector<std::string> verbs = {"walked to",     "talked about", "looked at", "wrote a letter about",
+                                          "thought about", "painted",      "cleaned",   "forgot"};
+  const std::vector<std::string> things = {"the garden",  "a red car",       "the river",   "an old book",
+                                           "the kitchen", "a small dog",     "the weather", "the market",
+                                           "a new song",  "the morning news"};
+  const std::vector<std::string> tails = {"yesterday.",       "in the evening.", "after lunch.", "with a smile.",
+                                          "for a long time.", "again.",          "on Sunday.",   "quietly."};
   std::vector<std::string> out;
   for (int i = 0; i < count; ++i)
-    out.push_back(fmt::format("{} {} {} {}", people[rng() % people.size()], verbs[rng() % verbs.size()], things[rng() % things.size()], tails[rng() % tails.size()]));
+    out.push_back(fmt::format("{} {} {} {}", people[rng() % people.size()], verbs[rng() % verbs.size()],
+                              things[rng() % things.size()], tails[rng() % tails.size()]));
   return out;
 }
-
 
 /// A prompt whose phrasing of its fact was kept out of training.
 struct HeldOut {
@@ -129,7 +133,8 @@ inline Corpus build_corpus(const std::vector<Fact>& facts) {
       const auto sentence = fill(templates[static_cast<std::size_t>(t)].text, fact);
       if (t == held) {
         const auto cut = sentence.rfind(" " + fact.answer);
-        corpus.held_out.push_back({". " + sentence.substr(0, cut), " " + fact.answer, fact.subject + " -> " + fact.answer});
+        corpus.held_out.push_back(
+            {". " + sentence.substr(0, cut), " " + fact.answer, fact.subject + " -> " + fact.answer});
       } else {
         corpus.train.push_back(sentence);
       }
@@ -147,7 +152,8 @@ struct Evaluation {
 };
 
 /// Runs the lens on each prompt; the answer must be one token.
-inline std::vector<Evaluation> evaluate(baukit::models::CausalLM& model, const baukit::Tokenizer& tokenizer, const std::vector<HeldOut>& prompts) {
+inline std::vector<Evaluation> evaluate(baukit::models::CausalLM& model, const baukit::Tokenizer& tokenizer,
+                                        const std::vector<HeldOut>& prompts) {
   std::vector<Evaluation> out;
   for (const auto& item : prompts) {
     const auto ids = tokenizer.encode(item.prompt);
@@ -170,20 +176,24 @@ inline std::vector<Evaluation> evaluate(baukit::models::CausalLM& model, const b
 }
 
 /// The report: the Space Needle prompt, then the held-out table with accuracy.
-inline std::string report(const std::vector<Evaluation>& space_needle, const std::vector<Evaluation>& held_out, int layers) {
+inline std::string report(const std::vector<Evaluation>& space_needle, const std::vector<Evaluation>& held_out,
+                          int layers) {
   int correct = 0;
   for (const auto& e : held_out) correct += e.final_top1 == e.item.answer;
   std::ostringstream out;
   out << fmt::format("# Default model evaluation\n\n{} layers. Generated by evaluate-default-model.\n\n", layers);
-  out << "| prompt | answer | final top-1 | answer probability | first layer with the answer top-1 |\n|---|---|---|---|---|\n";
+  out << "| prompt | answer | final top-1 | answer probability | first layer with the answer top-1 "
+         "|\n|---|---|---|---|---|\n";
   auto row = [&](const Evaluation& e) {
-    out << fmt::format("| `{}` | `{}` | `{}` | {:.3f} | {} |\n", e.item.prompt, e.item.answer, e.final_top1, e.answer_probability,
+    out << fmt::format("| `{}` | `{}` | `{}` | {:.3f} | {} |\n", e.item.prompt, e.item.answer, e.final_top1,
+                       e.answer_probability,
                        e.first_top1_layer < 0 ? std::string("never") : std::to_string(e.first_top1_layer));
   };
   for (const auto& e : space_needle) row(e);
   out << fmt::format("\n## Held-out phrasings: {}/{} = {:.1f}% answered (final top-1)\n\n", correct, held_out.size(),
                      100.0 * correct / static_cast<double>(held_out.size()));
-  out << "| prompt | answer | final top-1 | answer probability | first layer with the answer top-1 |\n|---|---|---|---|---|\n";
+  out << "| prompt | answer | final top-1 | answer probability | first layer with the answer top-1 "
+         "|\n|---|---|---|---|---|\n";
   for (const auto& e : held_out) row(e);
   return out.str();
 }

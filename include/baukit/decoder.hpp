@@ -10,10 +10,10 @@
 /// @endcode
 #pragma once
 
+#include <torch/torch.h>
+
 #include <baukit/hook.hpp>
 #include <baukit/models/causal_lm.hpp>
-
-#include <torch/torch.h>
 
 namespace baukit {
 

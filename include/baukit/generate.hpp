@@ -7,13 +7,12 @@
 /// @endcode
 #pragma once
 
-#include <baukit/models/causal_lm.hpp>
-#include <baukit/tokenizer.hpp>
-
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <baukit/models/causal_lm.hpp>
+#include <baukit/tokenizer.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,8 +29,9 @@ struct GenerateOptions {
 
 /// Greedily continues each prompt by `n` tokens; returns the new tokens of each prompt. Prompts of different
 /// lengths are left-padded and masked, so each gets the tokens it would get alone.
-inline std::vector<std::vector<int64_t>> generate_ids(models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
-                                                      int64_t n, const GenerateOptions& options = {}) {
+inline std::vector<std::vector<int64_t>> generate_ids(models::CausalLM& model,
+                                                      const std::vector<std::vector<int64_t>>& prompts, int64_t n,
+                                                      const GenerateOptions& options = {}) {
   if (prompts.empty()) return {};
   std::size_t longest = 0;
   for (const auto& prompt : prompts) {
@@ -39,8 +39,8 @@ inline std::vector<std::vector<int64_t>> generate_ids(models::CausalLM& model, c
     longest = std::max(longest, prompt.size());
   }
   if (static_cast<int64_t>(longest) + n > model.max_positions())
-    throw std::invalid_argument(fmt::format("generate: {} prompt tokens + {} new exceed the model's {} positions", longest, n,
-                                            model.max_positions()));
+    throw std::invalid_argument(fmt::format("generate: {} prompt tokens + {} new exceed the model's {} positions",
+                                            longest, n, model.max_positions()));
   const auto batch = static_cast<int64_t>(prompts.size());
   const auto device = model.device();
   auto ids = torch::zeros({batch, static_cast<int64_t>(longest)}, torch::kLong);
@@ -62,7 +62,8 @@ inline std::vector<std::vector<int64_t>> generate_ids(models::CausalLM& model, c
   torch::Tensor step_input = ids;
   for (int64_t i = 0; i < n; ++i) {
     const torch::Tensor step_mask = padded ? mask : torch::Tensor();
-    const auto logits = options.use_cache() ? model.forward(step_input, step_mask, &cache) : model.forward(ids, step_mask, nullptr);
+    const auto logits =
+        options.use_cache() ? model.forward(step_input, step_mask, &cache) : model.forward(ids, step_mask, nullptr);
     const auto next = logits.select(1, logits.size(1) - 1).argmax(-1);  // [batch]
     const auto next_cpu = next.to(torch::kCPU);
     bool all_stopped = true;
@@ -82,8 +83,8 @@ inline std::vector<std::vector<int64_t>> generate_ids(models::CausalLM& model, c
 }
 
 /// The seed's `generate(model, tok, prefix, n)`: greedily continues `prefix` by `n` tokens and returns them decoded.
-inline std::string generate(models::CausalLM& model, const Tokenizer& tokenizer, const std::string& prefix, int64_t n = 10,
-                            const GenerateOptions& options = {}) {
+inline std::string generate(models::CausalLM& model, const Tokenizer& tokenizer, const std::string& prefix,
+                            int64_t n = 10, const GenerateOptions& options = {}) {
   return tokenizer.decode(generate_ids(model, {tokenizer.encode(prefix)}, n, options).front());
 }
 

@@ -100,8 +100,8 @@ class Hookable {
   template <class Out, class... In>
   Out apply_forward_hooks(Out output, const In&... inputs) {
     if (hooks_.empty()) return output;
-    return detail::from_ivalue<Out>(run_hooks(torch::ivalue::Tuple::create({detail::to_ivalue(inputs)...}),
-                                              detail::to_ivalue(output)));
+    return detail::from_ivalue<Out>(
+        run_hooks(torch::ivalue::Tuple::create({detail::to_ivalue(inputs)...}), detail::to_ivalue(output)));
   }
 
   /// Runs the hooks on type-erased values.
@@ -145,8 +145,7 @@ class TracedForward<Impl, Result (Class::*)(Args...)> : public Impl, public Hook
 
 /// The same for a `forward` declared `const`.
 template <class Impl, class Result, class Class, class... Args>
-class TracedForward<Impl, Result (Class::*)(Args...) const>
-    : public TracedForward<Impl, Result (Class::*)(Args...)> {
+class TracedForward<Impl, Result (Class::*)(Args...) const> : public TracedForward<Impl, Result (Class::*)(Args...)> {
   using TracedForward<Impl, Result (Class::*)(Args...)>::TracedForward;
 };
 
@@ -165,14 +164,14 @@ class Traced : public detail::TracedForward<Impl, decltype(&Impl::forward)> {
   using Base = detail::TracedForward<Impl, decltype(&Impl::forward)>;
 
   template <class... Args>
-  static constexpr bool is_copy_of_impl =
-      sizeof...(Args) == 1 && (std::is_base_of_v<Impl, std::remove_cvref_t<Args>> && ...);
+  static constexpr bool is_copy_of_impl = sizeof...(Args) == 1 &&
+                                          (std::is_base_of_v<Impl, std::remove_cvref_t<Args>> && ...);
 
  public:
   /// Constructs the module as `Impl(args...)` would, e.g. `Traced<torch::nn::LinearImpl>(16, 4)`.
   template <class... Args>
-    requires(std::is_constructible_v<Impl, Args...> && !is_copy_of_impl<Args...>)
-  explicit Traced(Args&&... args) : Base(std::forward<Args>(args)...) {}
+  requires(std::is_constructible_v<Impl, Args...> && !is_copy_of_impl<Args...>) explicit Traced(Args&&... args)
+      : Base(std::forward<Args>(args)...) {}
 
   /// Wraps a copy of `module` that shares its parameters, buffers and submodules. `Module` is a virtual base
   /// of every libtorch module, so it is copied here, by the most derived class.
@@ -198,11 +197,11 @@ torch::nn::ModuleHolder<Traced<Impl>> traced(const torch::nn::ModuleHolder<Impl>
 }
 
 /// Declares the holder `Name` for the traceable `Traced<NameImpl>`, as `TORCH_MODULE(Name)` does for `NameImpl`.
-#define BAUKIT_TRACED_MODULE(Name)                                               \
-  class Name : public torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>> {    \
-   public:                                                                       \
-    using torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>>::ModuleHolder;   \
-    using Impl = ::baukit::Traced<Name##Impl>;                                   \
+#define BAUKIT_TRACED_MODULE(Name)                                             \
+  class Name : public torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>> {  \
+   public:                                                                     \
+    using torch::nn::ModuleHolder<::baukit::Traced<Name##Impl>>::ModuleHolder; \
+    using Impl = ::baukit::Traced<Name##Impl>;                                 \
   }
 
 /// A traceable `torch::nn::Linear`.

@@ -13,18 +13,17 @@
 /// @endcode
 #pragma once
 
+#include <fmt/format.h>
+#include <torch/torch.h>
+
 #include <baukit/decoder.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/tokenizer.hpp>
 #include <baukit/trace.hpp>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -34,14 +33,16 @@ namespace baukit {
 /// seed's `get_hidden_states` (rows 1..) and `get_hidden_state_deltas` (all rows) trace them. With
 /// `attention_rows`, the stream after each block's attention (its input plus the attention output) is
 /// interleaved before that block's row; `labels` receives each row's name.
-inline torch::Tensor residual_stream(models::CausalLM& model, const std::vector<int64_t>& ids, bool attention_rows = false,
-                                     std::vector<std::string>* labels = nullptr) {
+inline torch::Tensor residual_stream(models::CausalLM& model, const std::vector<int64_t>& ids,
+                                     bool attention_rows = false, std::vector<std::string>* labels = nullptr) {
   if (ids.empty()) throw std::invalid_argument("lens: the prompt has no tokens");
   if (static_cast<int64_t>(ids.size()) > model.max_positions())
-    throw std::invalid_argument(fmt::format("lens: the prompt has {} tokens; the model takes at most {}", ids.size(), model.max_positions()));
+    throw std::invalid_argument(
+        fmt::format("lens: the prompt has {} tokens; the model takes at most {}", ids.size(), model.max_positions()));
   const auto layout = model.lens_layout();
   if (attention_rows && layout.attention.size() != layout.blocks.size())
-    throw std::invalid_argument(fmt::format("lens: the {} family has no residual stream point after attention", model.model_type()));
+    throw std::invalid_argument(
+        fmt::format("lens: the {} family has no residual stream point after attention", model.model_type()));
   std::vector<std::string> names{layout.embedding};
   names.insert(names.end(), layout.blocks.begin(), layout.blocks.end());
   if (attention_rows) names.insert(names.end(), layout.attention.begin(), layout.attention.end());
@@ -67,36 +68,38 @@ inline torch::Tensor get_hidden_states(models::CausalLM& model, const Tokenizer&
   return residual_stream(model, tokenizer.encode(prefix)).slice(0, 1);
 }
 
-/// The seed's `get_hidden_state_deltas`: `h[l] - h[l-1]`, with `h[-1]` the output of the embedding (`transformer.drop`).
-inline torch::Tensor get_hidden_state_deltas(models::CausalLM& model, const Tokenizer& tokenizer, const std::string& prefix) {
+/// The seed's `get_hidden_state_deltas`: `h[l] - h[l-1]`, with `h[-1]` the output of the embedding
+/// (`transformer.drop`).
+inline torch::Tensor get_hidden_state_deltas(models::CausalLM& model, const Tokenizer& tokenizer,
+                                             const std::string& prefix) {
   const auto stream = residual_stream(model, tokenizer.encode(prefix));
   return stream.slice(0, 1) - stream.slice(0, 0, -1);
 }
 
 /// One cell of the lens: a layer (row) at a token position.
 struct LensCell {
-  std::vector<int64_t> tokens;       ///< The top-k token ids, most probable first.
-  std::vector<float> probs;          ///< Their probabilities.
-  float magnitude = 0;               ///< ‖state‖, normalised as in the seed (see `logit_lens`).
-  float entropy = 0;                 ///< Entropy of the decoded distribution, in nats.
-  float kl_to_final = 0;             ///< KL(final ‖ this) in nats: how far from the model's output distribution.
-  int64_t rank_of_final_top1 = 0;    ///< 1-based rank here of the model's final top-1 token at this position.
-  int64_t rank_of_target = 0;        ///< 1-based rank of the target token; 0 when no target was given.
+  std::vector<int64_t> tokens;     ///< The top-k token ids, most probable first.
+  std::vector<float> probs;        ///< Their probabilities.
+  float magnitude = 0;             ///< ‖state‖, normalised as in the seed (see `logit_lens`).
+  float entropy = 0;               ///< Entropy of the decoded distribution, in nats.
+  float kl_to_final = 0;           ///< KL(final ‖ this) in nats: how far from the model's output distribution.
+  int64_t rank_of_final_top1 = 0;  ///< 1-based rank here of the model's final top-1 token at this position.
+  int64_t rank_of_target = 0;      ///< 1-based rank of the target token; 0 when no target was given.
 };
 
 /// A grid of cells: `cells[row][position]`, with a label per row.
 struct LensGrid {
-  std::vector<std::string> rows;               ///< Row labels: layer numbers ("0", "1", ...; "3 attn" for sub-block rows).
-  std::vector<std::vector<LensCell>> cells;    ///< `[row][position]`.
+  std::vector<std::string> rows;  ///< Row labels: layer numbers ("0", "1", ...; "3 attn" for sub-block rows).
+  std::vector<std::vector<LensCell>> cells;  ///< `[row][position]`.
 };
 
 /// The lens and the delta lens for one prompt.
 struct LensResult {
-  std::vector<int64_t> ids;   ///< The prompt's token ids.
-  int64_t topk = 5;           ///< Tokens kept per cell.
-  int64_t target = -1;        ///< The target token, or -1.
-  LensGrid lens;              ///< Decoded residual stream after each block.
-  LensGrid delta_lens;        ///< Decoded change made by each block (row 0: block 0's output minus the embedding).
+  std::vector<int64_t> ids;  ///< The prompt's token ids.
+  int64_t topk = 5;          ///< Tokens kept per cell.
+  int64_t target = -1;       ///< The target token, or -1.
+  LensGrid lens;             ///< Decoded residual stream after each block.
+  LensGrid delta_lens;       ///< Decoded change made by each block (row 0: block 0's output minus the embedding).
 };
 
 /// What `logit_lens` computes and how.
@@ -117,8 +120,9 @@ using LensProgress = std::function<void(int64_t done, int64_t total)>;
 /// Decodes `states` `[rows, tokens, width]` through `decoder` (which must return probabilities) in chunks of rows,
 /// keeping per cell only what is shown. `final_probs` `[tokens, vocab]` is the model's output distribution.
 /// Magnitudes are ‖state‖ divided by the maximum over rows and tokens 1.. (over all tokens for a one-token prompt).
-inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tensor& states, const torch::Tensor& final_probs,
-                              const LensOptions& options, const LensProgress& progress = {}, int64_t done_before = 0, int64_t total = 0) {
+inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tensor& states,
+                              const torch::Tensor& final_probs, const LensOptions& options,
+                              const LensProgress& progress = {}, int64_t done_before = 0, int64_t total = 0) {
   torch::NoGradGuard no_grad;
   const int64_t rows = states.size(0), tokens = states.size(1), vocab = final_probs.size(-1);
   if (options.topk() < 1 || options.topk() > vocab)
@@ -126,9 +130,10 @@ inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tenso
   const int64_t chunk = std::max<int64_t>(1, options.chunk_bytes() / std::max<int64_t>(1, tokens * vocab * 4));
   const auto norms = states.norm(2, -1).to(torch::kFloat32).cpu();
   const auto scale = (tokens > 1 ? norms.slice(1, 1) : norms).max().item<float>();
-  const auto final_top1 = final_probs.argmax(-1);                                    // [tokens]
-  const auto final_qlogq = torch::xlogy(final_probs, final_probs).sum(-1);           // [tokens]: sum q log q
-  if (options.target() >= vocab) throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
+  const auto final_top1 = final_probs.argmax(-1);                           // [tokens]
+  const auto final_qlogq = torch::xlogy(final_probs, final_probs).sum(-1);  // [tokens]: sum q log q
+  if (options.target() >= vocab)
+    throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
   const auto norm_at = norms.accessor<float, 2>();
   const int64_t k = options.topk();
   // Statistics run over blocks of a few (layer, token) rows, so their temporaries stay small and are reused
@@ -138,11 +143,14 @@ inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tenso
   grid.cells.resize(static_cast<std::size_t>(rows));
   for (int64_t begin = 0; begin < rows; begin += chunk) {
     const int64_t end = std::min(rows, begin + chunk);
-    const auto probs = decoder->forward(states.slice(0, begin, end)).to(torch::kFloat32).reshape({-1, vocab});  // [(chunk*tokens), vocab]
+    const auto probs = decoder->forward(states.slice(0, begin, end))
+                           .to(torch::kFloat32)
+                           .reshape({-1, vocab});  // [(chunk*tokens), vocab]
     for (int64_t block = 0; block < probs.size(0); block += kStatRows) {
       const int64_t block_end = std::min(probs.size(0), block + kStatRows);
       const auto p = probs.slice(0, block, block_end);
-      const auto position = torch::arange(block, block_end, torch::kLong).remainder(tokens).to(probs.device());  // each row's token
+      const auto position =
+          torch::arange(block, block_end, torch::kLong).remainder(tokens).to(probs.device());  // each row's token
       const auto log_p = p.clamp_min(std::numeric_limits<float>::min()).log();  // p below 1e-38 counts as 1e-38
       const auto entropy = -(p * log_p).sum(-1);
       const auto kl = final_qlogq.index_select(0, position) - (final_probs.index_select(0, position) * log_p).sum(-1);
@@ -224,9 +232,11 @@ inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokeniz
   };
   std::vector<std::string> prompt_tokens;
   for (auto id : result.ids) prompt_tokens.push_back(tokenizer.decode(id));
-  nlohmann::json out = {{"ids", result.ids}, {"prompt_tokens", prompt_tokens}, {"prompt", tokenizer.decode(result.ids)},
-                        {"topk", result.topk}, {"lens", view(result.lens)}, {"delta_lens", view(result.delta_lens)}};
-  out["target"] = result.target >= 0 ? nlohmann::json{{"id", result.target}, {"token", tokenizer.decode(result.target)}} : nlohmann::json(nullptr);
+  nlohmann::json out = {
+      {"ids", result.ids},   {"prompt_tokens", prompt_tokens}, {"prompt", tokenizer.decode(result.ids)},
+      {"topk", result.topk}, {"lens", view(result.lens)},      {"delta_lens", view(result.delta_lens)}};
+  out["target"] = result.target >= 0 ? nlohmann::json{{"id", result.target}, {"token", tokenizer.decode(result.target)}}
+                                     : nlohmann::json(nullptr);
   return out;
 }
 

@@ -10,14 +10,13 @@
 /// @endcode
 #pragma once
 
-#include <baukit/lens.hpp>
-#include <baukit/show.hpp>
-
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <array>
+#include <baukit/lens.hpp>
+#include <baukit/show.hpp>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,12 +39,18 @@ inline std::string visible_token(const std::string& text) {
   if (text.empty()) return "\u2205";  // ∅
   std::string out;
   for (unsigned char c : text) {
-    if (c == ' ') out += "\u2423";
-    else if (c == '\n') out += "\u21b5";
-    else if (c == '\t') out += "\u21e5";
-    else if (c < 0x20) utf8::append(out, 0x2400 + c);
-    else if (c == 0x7f) out += "\u2421";
-    else out += static_cast<char>(c);
+    if (c == ' ')
+      out += "\u2423";
+    else if (c == '\n')
+      out += "\u21b5";
+    else if (c == '\t')
+      out += "\u21e5";
+    else if (c < 0x20)
+      utf8::append(out, 0x2400 + c);
+    else if (c == 0x7f)
+      out += "\u2421";
+    else
+      out += static_cast<char>(c);
   }
   return out;
 }
@@ -62,23 +67,27 @@ inline show::Style cell_colors(double m, double p, const std::vector<int>& color
   m = std::clamp(m, 0.0, 1.0);
   p = std::clamp(p, 0.0, 1.0);
   const double grey = 255 * (1 - p);
-  return show::style({{"background", rgb(255 * (1 - m) + color[0] * m, 255 * (1 - m) + color[1] * m, 255 * (1 - m) + color[2] * m)},
-                      {"color", rgb(grey, grey, grey)}});
+  return show::style(
+      {{"background", rgb(255 * (1 - m) + color[0] * m, 255 * (1 - m) + color[1] * m, 255 * (1 - m) + color[2] * m)},
+       {"color", rgb(grey, grey, grey)}});
 }
 
 inline std::string cell_title(const LensCell& cell, const Tokenizer& tokenizer, int64_t target) {
   std::string title = fmt::format("mag: {:.2f}", cell.magnitude);
   for (std::size_t k = 0; k < cell.tokens.size(); ++k)
     title += fmt::format("\n{}: prob {:.2f}", visible_token(tokenizer.decode(cell.tokens[k])), cell.probs[k]);
-  title += fmt::format("\nentropy: {:.2f} nats\nKL to final: {:.3f}\nrank of final top-1: {}", cell.entropy, cell.kl_to_final,
-                       cell.rank_of_final_top1);
-  if (target >= 0) title += fmt::format("\nrank of {}: {}", visible_token(tokenizer.decode(target)), cell.rank_of_target);
+  title += fmt::format("\nentropy: {:.2f} nats\nKL to final: {:.3f}\nrank of final top-1: {}", cell.entropy,
+                       cell.kl_to_final, cell.rank_of_final_top1);
+  if (target >= 0)
+    title += fmt::format("\nrank of {}: {}", visible_token(tokenizer.decode(target)), cell.rank_of_target);
   return title;
 }
 
 /// Darkness of the text (0 grey .. 1 black) for each statistic the page can show.
 inline std::array<double, 5> darkness(const LensCell& cell, double log_vocab) {
-  auto rank_darkness = [&](int64_t rank) { return rank > 0 ? 1.0 - std::log(static_cast<double>(rank)) / log_vocab : 0.0; };
+  auto rank_darkness = [&](int64_t rank) {
+    return rank > 0 ? 1.0 - std::log(static_cast<double>(rank)) / log_vocab : 0.0;
+  };
   return {cell.probs.empty() ? 0.0 : cell.probs[0], 1.0 - cell.entropy / log_vocab, std::exp(-cell.kl_to_final),
           rank_darkness(cell.rank_of_final_top1), rank_darkness(cell.rank_of_target)};
 }
@@ -89,12 +98,13 @@ inline const char* kStatNames[] = {"prob", "entropy", "kl", "rank", "target"};
 
 /// The seed's grid for one view as a `show` node: header rows of prompt tokens above and below, a layer column,
 /// a cell per layer and position. Rows carry the class `lens-row`, cells `lens-cell` with `data-r`/`data-t`.
-inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& ids, const Tokenizer& tokenizer, int64_t target,
-                            const std::vector<int>& color) {
+inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& ids, const Tokenizer& tokenizer,
+                            int64_t target, const std::vector<int>& color) {
   using namespace show;
   Node::List header{style({{"fontWeight", "bold"}}), attr({{"class", "lens-label"}}), "Layer"};
   for (std::size_t i = 0; i < ids.size(); ++i)
-    header.insert(header.end(), {style({{"background", "yellow"}}), attr({{"title", fmt::format("Token {}", i)}, {"class", "lens-cell lens-head"}}),
+    header.insert(header.end(), {style({{"background", "yellow"}}),
+                                 attr({{"title", fmt::format("Token {}", i)}, {"class", "lens-cell lens-head"}}),
                                  visible_token(tokenizer.decode(ids[i]))});
   Node::List rows{attr({{"class", "lens-row"}}), header};
   for (std::size_t r = 0; r < grid.cells.size(); ++r) {
@@ -116,11 +126,13 @@ inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& id
 
 /// The whole page as HTML. Data for the other view and statistics is embedded as JSON; a small script (the only
 /// one the page's Content-Security-Policy lets run) switches between them.
-inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer, const LensPageOptions& options = {}) {
+inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer,
+                                  const LensPageOptions& options = {}) {
   if (options.color().size() != 3) throw std::invalid_argument("lens page: color needs three RGB values");
   const double log_vocab = std::log(static_cast<double>(tokenizer.vocab_size()));
   auto view_data = [&](const LensGrid& grid) {
-    nlohmann::json view = {{"text", nlohmann::json::array()}, {"title", nlohmann::json::array()}, {"magnitude", nlohmann::json::array()}};
+    nlohmann::json view = {
+        {"text", nlohmann::json::array()}, {"title", nlohmann::json::array()}, {"magnitude", nlohmann::json::array()}};
     for (const char* stat : detail::kStatNames) view[stat] = nlohmann::json::array();
     for (const auto& row : grid.cells) {
       nlohmann::json text, title, magnitude, stats[5];
@@ -138,34 +150,49 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
     }
     return view;
   };
-  nlohmann::json data = {{"color", options.color()}, {"views", {{"lens", view_data(result.lens)}, {"delta_lens", view_data(result.delta_lens)}}}};
+  nlohmann::json data = {{"color", options.color()},
+                         {"views", {{"lens", view_data(result.lens)}, {"delta_lens", view_data(result.delta_lens)}}}};
   // Inside <script>, only "<" could end the element; JSON has it only inside strings, where \u003c is equal.
   std::string json = data.dump(-1, ' ', true);
-  for (std::size_t at = json.find('<'); at != std::string::npos; at = json.find('<', at)) json.replace(at, 1, "\\u003c");
+  for (std::size_t at = json.find('<'); at != std::string::npos; at = json.find('<', at))
+    json.replace(at, 1, "\\u003c");
 
   std::random_device entropy;
   const std::string nonce = fmt::format("{:08x}{:08x}{:08x}", entropy(), entropy(), entropy());
   const std::string head = fmt::format(
-      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{}'\">"
-      "<style>body {{ font-family: sans-serif; font-size: 13px; }} .lens-cell {{ min-width: 6em; max-width: 6em; overflow: hidden; "
-      "white-space: nowrap; padding: 1px 4px; }} .lens-label {{ min-width: 4.5em; padding: 1px 4px; }} .controls label {{ margin-right: 1.5em; }} "
-      ".legend {{ display: inline-block; width: 12em; height: 0.9em; vertical-align: middle; border: 1px solid #ccc; }}</style>",
+      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+      "script-src 'nonce-{}'\">"
+      "<style>body {{ font-family: sans-serif; font-size: 13px; }} .lens-cell {{ min-width: 6em; max-width: 6em; "
+      "overflow: hidden; "
+      "white-space: nowrap; padding: 1px 4px; }} .lens-label {{ min-width: 4.5em; padding: 1px 4px; }} .controls label "
+      "{{ margin-right: 1.5em; }} "
+      ".legend {{ display: inline-block; width: 12em; height: 0.9em; vertical-align: middle; border: 1px solid #ccc; "
+      "}}</style>",
       nonce);
   const auto& shown = options.deltas() ? result.delta_lens : result.lens;
-  std::string body = "<h2>" + show::escape(options.title()) + "</h2>\n<p>Prompt: <span id=\"prompt\">" + show::escape(tokenizer.decode(result.ids)) +
-                     "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\"><option value=\"lens\"" +
-                     (options.deltas() ? "" : " selected") + ">lens (hidden states)</option><option value=\"delta_lens\"" +
-                     (options.deltas() ? " selected" : "") +
-                     ">delta lens (each layer's change)</option></select></label><label>Text shows <select id=\"stat\">"
-                     "<option value=\"prob\">top-1 probability</option><option value=\"entropy\">entropy (low = dark)</option>"
-                     "<option value=\"kl\">KL to final (low = dark)</option><option value=\"rank\">rank of final top-1 (high = dark)</option>" +
-                     (result.target >= 0 ? "<option value=\"target\">rank of " + show::escape(visible_token(tokenizer.decode(result.target))) + "</option>" : "") +
-                     "</select></label></p>\n<p>Background: magnitude <span class=\"legend\" style=\"background: linear-gradient(to right, white, " +
-                     detail::rgb(options.color()[0], options.color()[1], options.color()[2]) +
-                     ")\"></span> 0 &rarr; 1 &nbsp; Text: <span class=\"legend\" style=\"background: linear-gradient(to right, rgb(255, 255, 255), "
-                     "black)\"></span> 0 &rarr; 1 &nbsp; (hover a cell for its top-" + std::to_string(result.topk) + " tokens)</p>\n<div id=\"lens-grid\">" +
-                     show::html(lens_grid(shown, result.ids, tokenizer, result.target, options.color())) +
-                     "</div>\n<script type=\"application/json\" id=\"lens-data\">" + json + "</script>\n<script nonce=\"" + nonce + R"JS(">
+  std::string body =
+      "<h2>" + show::escape(options.title()) + "</h2>\n<p>Prompt: <span id=\"prompt\">" +
+      show::escape(tokenizer.decode(result.ids)) +
+      "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\"><option value=\"lens\"" +
+      (options.deltas() ? "" : " selected") + ">lens (hidden states)</option><option value=\"delta_lens\"" +
+      (options.deltas() ? " selected" : "") +
+      ">delta lens (each layer's change)</option></select></label><label>Text shows <select id=\"stat\">"
+      "<option value=\"prob\">top-1 probability</option><option value=\"entropy\">entropy (low = dark)</option>"
+      "<option value=\"kl\">KL to final (low = dark)</option><option value=\"rank\">rank of final top-1 (high = "
+      "dark)</option>" +
+      (result.target >= 0 ? "<option value=\"target\">rank of " +
+                                show::escape(visible_token(tokenizer.decode(result.target))) + "</option>"
+                          : "") +
+      "</select></label></p>\n<p>Background: magnitude <span class=\"legend\" style=\"background: linear-gradient(to "
+      "right, white, " +
+      detail::rgb(options.color()[0], options.color()[1], options.color()[2]) +
+      ")\"></span> 0 &rarr; 1 &nbsp; Text: <span class=\"legend\" style=\"background: linear-gradient(to right, "
+      "rgb(255, 255, 255), "
+      "black)\"></span> 0 &rarr; 1 &nbsp; (hover a cell for its top-" +
+      std::to_string(result.topk) + " tokens)</p>\n<div id=\"lens-grid\">" +
+      show::html(lens_grid(shown, result.ids, tokenizer, result.target, options.color())) +
+      "</div>\n<script type=\"application/json\" id=\"lens-data\">" + json + "</script>\n<script nonce=\"" + nonce +
+      R"JS(">
 (function () {
   var data = JSON.parse(document.getElementById('lens-data').textContent);
   var view = document.getElementById('view'), stat = document.getElementById('stat');

@@ -3,15 +3,14 @@
 /// freeze parameters, replace modules, cut a Sequential, and make a Sequential's elements traceable.
 #pragma once
 
-#include <baukit/hook.hpp>
-
 #include <fmt/format.h>
+
+#include <baukit/hook.hpp>
+#include <memory>
 #include <range/v3/algorithm/find_if.hpp>
 #include <range/v3/range/conversion.hpp>
 #include <range/v3/view/filter.hpp>
 #include <range/v3/view/transform.hpp>
-
-#include <memory>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -40,8 +39,8 @@ inline std::string some_module_names(torch::nn::Module& model, std::size_t most 
 inline std::shared_ptr<torch::nn::Module> get_module(torch::nn::Module& model, const std::string& name) {
   auto modules = model.named_modules("", /*include_self=*/false);
   if (const auto* found = modules.find(name)) return *found;
-  throw std::invalid_argument(fmt::format("baukit: {} has no module named '{}'; its modules include {}",
-                                          model.name(), name, detail::some_module_names(model)));
+  throw std::invalid_argument(fmt::format("baukit: {} has no module named '{}'; its modules include {}", model.name(),
+                                          name, detail::some_module_names(model)));
 }
 
 /// The parameter of `model` named `name` (dotted, as `named_parameters()` gives).
@@ -59,9 +58,9 @@ inline torch::Tensor get_parameter(torch::nn::Module& model, const std::string& 
 inline std::vector<std::string> module_names(torch::nn::Module& model, const std::regex& pattern) {
   const auto modules = model.named_modules("", /*include_self=*/false);
   return modules.items()  //
-         | ranges::views::transform([](const auto& item) { return item.key(); })
-         | ranges::views::filter([&](const std::string& name) { return std::regex_match(name, pattern); })
-         | ranges::to<std::vector>();
+         | ranges::views::transform([](const auto& item) { return item.key(); }) |
+         ranges::views::filter([&](const std::string& name) { return std::regex_match(name, pattern); }) |
+         ranges::to<std::vector>();
 }
 
 /// Sets `requires_grad` on every parameter of every model given.
@@ -145,19 +144,17 @@ void make_traceable(torch::nn::Sequential& seq) {
       continue;
     }
     namespace nn = torch::nn;
-    const bool known =
-        detail::wrap_if<nn::LinearImpl>(any, out) || detail::wrap_if<nn::LayerNormImpl>(any, out) ||
-        detail::wrap_if<nn::EmbeddingImpl>(any, out) || detail::wrap_if<nn::DropoutImpl>(any, out) ||
-        detail::wrap_if<nn::SoftmaxImpl>(any, out) || detail::wrap_if<nn::LogSoftmaxImpl>(any, out) ||
-        detail::wrap_if<nn::GELUImpl>(any, out) || detail::wrap_if<nn::ReLUImpl>(any, out) ||
-        detail::wrap_if<nn::TanhImpl>(any, out) || detail::wrap_if<nn::SigmoidImpl>(any, out) ||
-        detail::wrap_if<nn::IdentityImpl>(any, out) ||
-        (detail::wrap_if<ExtraImpls>(any, out) || ...);
+    const bool known = detail::wrap_if<nn::LinearImpl>(any, out) || detail::wrap_if<nn::LayerNormImpl>(any, out) ||
+                       detail::wrap_if<nn::EmbeddingImpl>(any, out) || detail::wrap_if<nn::DropoutImpl>(any, out) ||
+                       detail::wrap_if<nn::SoftmaxImpl>(any, out) || detail::wrap_if<nn::LogSoftmaxImpl>(any, out) ||
+                       detail::wrap_if<nn::GELUImpl>(any, out) || detail::wrap_if<nn::ReLUImpl>(any, out) ||
+                       detail::wrap_if<nn::TanhImpl>(any, out) || detail::wrap_if<nn::SigmoidImpl>(any, out) ||
+                       detail::wrap_if<nn::IdentityImpl>(any, out) || (detail::wrap_if<ExtraImpls>(any, out) || ...);
     if (!known)
-      throw std::invalid_argument(fmt::format(
-          "baukit: cannot make element '{}' ({}) traceable: name its Impl type as a template argument, "
-          "make_traceable<{}>(seq)",
-          child.key(), any.ptr()->name(), any.ptr()->name()));
+      throw std::invalid_argument(
+          fmt::format("baukit: cannot make element '{}' ({}) traceable: name its Impl type as a template argument, "
+                      "make_traceable<{}>(seq)",
+                      child.key(), any.ptr()->name(), any.ptr()->name()));
   }
   index = 0;
   detail::rebuild_sequential(*seq, [&](const std::string&, const torch::nn::AnyModule&) { return wrapped[index++]; });
@@ -176,7 +173,8 @@ inline torch::nn::Sequential subsequence(const torch::nn::Sequential& seq, const
   };
   const std::size_t begin = position(first, 0), end = position(last, children.size());
   torch::OrderedDict<std::string, torch::nn::AnyModule> items;
-  for (std::size_t i = begin; i < end; ++i) items.insert(children[i].key(), *(seq->begin() + static_cast<std::ptrdiff_t>(i)));
+  for (std::size_t i = begin; i < end; ++i)
+    items.insert(children[i].key(), *(seq->begin() + static_cast<std::ptrdiff_t>(i)));
   return torch::nn::Sequential(std::move(items));
 }
 

@@ -13,10 +13,9 @@
 /// @endcode
 #pragma once
 
-#include <baukit/io/safetensors.hpp>
-
 #include <fmt/format.h>
 
+#include <baukit/io/safetensors.hpp>
 #include <cctype>
 #include <filesystem>
 #include <initializer_list>
@@ -40,10 +39,14 @@ struct Attr {
 };
 
 /// Makes a `Style`: `style({{"background", "yellow"}})`.
-inline Style style(std::initializer_list<std::pair<std::string, std::string>> properties) { return Style{{properties.begin(), properties.end()}}; }
+inline Style style(std::initializer_list<std::pair<std::string, std::string>> properties) {
+  return Style{{properties.begin(), properties.end()}};
+}
 
 /// Makes an `Attr`: `attr({{"title", "Token 0"}})`.
-inline Attr attr(std::initializer_list<std::pair<std::string, std::string>> attributes) { return Attr{{attributes.begin(), attributes.end()}}; }
+inline Attr attr(std::initializer_list<std::pair<std::string, std::string>> attributes) {
+  return Attr{{attributes.begin(), attributes.end()}};
+}
 
 /// An element of a page: text, a style or attributes for the next element, or a list of elements.
 class Node {
@@ -78,12 +81,23 @@ inline std::string escape(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -106,20 +120,24 @@ inline std::string kebab_case(const std::string& name) {
 
 inline void check_name(const std::string& name, const char* what) {
   static const std::regex allowed("[A-Za-z][A-Za-z0-9_-]*");
-  if (!std::regex_match(name, allowed)) throw std::invalid_argument(fmt::format("show: '{}' is not a valid {} name", name, what));
-  if (std::string_view(what) == "attribute" && name.size() > 2 && (name[0] == 'o' || name[0] == 'O') && (name[1] == 'n' || name[1] == 'N'))
+  if (!std::regex_match(name, allowed))
+    throw std::invalid_argument(fmt::format("show: '{}' is not a valid {} name", name, what));
+  if (std::string_view(what) == "attribute" && name.size() > 2 && (name[0] == 'o' || name[0] == 'O') &&
+      (name[1] == 'n' || name[1] == 'N'))
     throw std::invalid_argument(fmt::format("show: event-handler attribute '{}' is not allowed", name));
 }
 
 /// Renders pending styles and attributes as one attribute string.
-inline std::string attributes(const std::vector<Style>& styles, const std::vector<Attr>& attrs, const std::string& layout) {
+inline std::string attributes(const std::vector<Style>& styles, const std::vector<Attr>& attrs,
+                              const std::string& layout) {
   std::string css = layout;
   for (const auto& s : styles)
     for (const auto& [name, value] : s.properties) {
       const auto property = kebab_case(name);
       check_name(property, "CSS property");
       if (value.find_first_of(";{}\\<>") != std::string::npos)
-        throw std::invalid_argument(fmt::format("show: the value of CSS property '{}' contains one of ; {{ }} \\ < >", property));
+        throw std::invalid_argument(
+            fmt::format("show: the value of CSS property '{}' contains one of ; {{ }} \\ < >", property));
       css += property + ": " + value + "; ";
     }
   std::string out;
@@ -133,14 +151,19 @@ inline std::string attributes(const std::vector<Style>& styles, const std::vecto
   return out;
 }
 
-inline void render(const Node& node, int depth, const std::vector<Style>& styles, const std::vector<Attr>& attrs, std::string& out) {
+inline void render(const Node& node, int depth, const std::vector<Style>& styles, const std::vector<Attr>& attrs,
+                   std::string& out) {
   if (const auto* text = std::get_if<std::string>(&node.value())) {
     const auto extra = attributes(styles, attrs, "");
     out += extra.empty() ? escape(*text) : "<div" + extra + ">" + escape(*text) + "</div>";
     return;
   }
   const auto& list = std::get<Node::List>(node.value());
-  out += "<div" + attributes(styles, attrs, depth % 2 == 0 ? "display: flex; flex-direction: column; " : "display: flex; flex-direction: row; ") + ">";
+  out +=
+      "<div" +
+      attributes(styles, attrs,
+                 depth % 2 == 0 ? "display: flex; flex-direction: column; " : "display: flex; flex-direction: row; ") +
+      ">";
   std::vector<Style> pending_styles;
   std::vector<Attr> pending_attrs;
   for (const auto& item : list) {
@@ -168,8 +191,8 @@ inline std::string html(const Node& node) {
 
 /// A whole page: `body` (already HTML) with a title, a UTF-8 charset, and optional extra `head` content.
 inline std::string page(const std::string& title, const std::string& body, const std::string& head = "") {
-  return "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + escape(title) + "</title>" + head + "</head>\n<body>\n" + body +
-         "\n</body></html>\n";
+  return "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + escape(title) + "</title>" + head +
+         "</head>\n<body>\n" + body + "\n</body></html>\n";
 }
 
 /// Writes `node` as a self-contained page, atomically (a temporary renamed into place).

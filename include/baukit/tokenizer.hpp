@@ -13,10 +13,8 @@
 /// PCRE2's 8-bit (UTF-8) interface.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #endif
-#include <pcre2.h>
-
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <pcre2.h>
 
 #include <algorithm>
 #include <array>
@@ -24,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <queue>
 #include <sstream>
@@ -73,7 +72,8 @@ inline int sequence_at(std::string_view text, std::size_t at) {
   if (lead < 0x80) return 1;
   int length = 0;
   unsigned char low = 0x80, high = 0xBF;  // the range allowed for the second byte
-  if (lead >= 0xC2 && lead <= 0xDF) length = 2;
+  if (lead >= 0xC2 && lead <= 0xDF)
+    length = 2;
   else if (lead >= 0xE0 && lead <= 0xEF) {
     length = 3;
     if (lead == 0xE0) low = 0xA0;
@@ -133,11 +133,13 @@ class Tokenizer {
   /// Reads `vocab.json`, `merges.txt` and, if present, `added_tokens.json` from `directory`.
   static Tokenizer from_pretrained(const std::filesystem::path& directory) {
     const auto added = directory / "added_tokens.json";
-    return Tokenizer(directory / "vocab.json", directory / "merges.txt", std::filesystem::exists(added) ? added : std::filesystem::path());
+    return Tokenizer(directory / "vocab.json", directory / "merges.txt",
+                     std::filesystem::exists(added) ? added : std::filesystem::path());
   }
 
   /// Reads the given files; `added_tokens` may be empty.
-  Tokenizer(const std::filesystem::path& vocab, const std::filesystem::path& merges, const std::filesystem::path& added_tokens = {}) {
+  Tokenizer(const std::filesystem::path& vocab, const std::filesystem::path& merges,
+            const std::filesystem::path& added_tokens = {}) {
     read_vocab(vocab);
     if (!added_tokens.empty()) read_added_tokens(added_tokens);
     read_merges(merges);
@@ -189,7 +191,8 @@ class Tokenizer {
   /// The raw bytes of one token.
   [[nodiscard]] const std::string& token_bytes(int64_t id) const {
     if (id < 0 || id >= static_cast<int64_t>(id_to_bytes_.size()) || !known_[static_cast<std::size_t>(id)])
-      throw std::out_of_range(fmt::format("tokenizer: token id {} is not in the vocabulary (0..{})", id, id_to_bytes_.size() - 1));
+      throw std::out_of_range(
+          fmt::format("tokenizer: token id {} is not in the vocabulary (0..{})", id, id_to_bytes_.size() - 1));
     return id_to_bytes_[static_cast<std::size_t>(id)];
   }
 
@@ -242,7 +245,8 @@ class Tokenizer {
   }
 
   void set_token(const std::filesystem::path& path, const std::string& token, int64_t id, std::string bytes) {
-    if (id < 0 || id > 10'000'000) throw TokenizerError(fmt::format("{}: token '{}' has the id {}, out of range", path.string(), token, id));
+    if (id < 0 || id > 10'000'000)
+      throw TokenizerError(fmt::format("{}: token '{}' has the id {}, out of range", path.string(), token, id));
     const auto index = static_cast<std::size_t>(id);
     if (index >= id_to_bytes_.size()) {
       id_to_bytes_.resize(index + 1);
@@ -260,15 +264,18 @@ class Tokenizer {
     const auto table = byte_to_unicode();
     for (int b = 0; b < 256; ++b) unicode_to_byte[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
     for (const auto& [token, id] : vocab.items()) {
-      if (!id.is_number_integer()) throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), token));
+      if (!id.is_number_integer())
+        throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), token));
       // Token strings are sequences of the byte-to-unicode characters; map them back to bytes.
       std::string bytes;
       bool byte_level = true;
       for (std::size_t at = 0; at < token.size();) {
         const int length = utf8::sequence_at(token, at);
         char32_t cp = static_cast<unsigned char>(token[at]);
-        if (length == 2) cp = ((cp & 0x1F) << 6) | (static_cast<unsigned char>(token[at + 1]) & 0x3F);
-        else if (length > 2) byte_level = false;
+        if (length == 2)
+          cp = ((cp & 0x1F) << 6) | (static_cast<unsigned char>(token[at + 1]) & 0x3F);
+        else if (length > 2)
+          byte_level = false;
         auto it = unicode_to_byte.find(cp);
         if (length <= 0 || it == unicode_to_byte.end()) byte_level = false;
         if (!byte_level) break;
@@ -288,7 +295,8 @@ class Tokenizer {
       std::string key;
       utf8::append(key, table[static_cast<std::size_t>(b)]);
       auto it = token_ids_.find(key);
-      if (it == token_ids_.end()) throw TokenizerError(fmt::format("{}: the byte token for 0x{:02x} is missing", path.string(), b));
+      if (it == token_ids_.end())
+        throw TokenizerError(fmt::format("{}: the byte token for 0x{:02x} is missing", path.string(), b));
       byte_ids_[static_cast<std::size_t>(b)] = it->second;
     }
     sort_specials();
@@ -302,7 +310,8 @@ class Tokenizer {
   void read_added_tokens(const std::filesystem::path& path) {
     const auto added = read_token_map(path);
     for (const auto& [content, id] : added.items()) {
-      if (!id.is_number_integer()) throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), content));
+      if (!id.is_number_integer())
+        throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), content));
       if (special_ids_.count(content) && special_ids_.at(content) == id.get<int64_t>()) continue;
       add_special(path, content, id.get<int64_t>());
     }
@@ -311,7 +320,8 @@ class Tokenizer {
 
   void sort_specials() {
     specials_.assign(special_ids_.begin(), special_ids_.end());
-    std::sort(specials_.begin(), specials_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    std::sort(specials_.begin(), specials_.end(),
+              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 
   void read_merges(const std::filesystem::path& path) {
@@ -327,12 +337,15 @@ class Tokenizer {
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty() || (line_number == 1 && line.rfind("#version", 0) == 0)) continue;
       const auto space = line.find(' ');
-      if (space == std::string_view::npos || space == 0 || space + 1 == line.size() || line.find(' ', space + 1) != std::string_view::npos)
-        throw TokenizerError(fmt::format("{}:{}: expected two tokens separated by one space, got '{}'", path.string(), line_number, line));
+      if (space == std::string_view::npos || space == 0 || space + 1 == line.size() ||
+          line.find(' ', space + 1) != std::string_view::npos)
+        throw TokenizerError(fmt::format("{}:{}: expected two tokens separated by one space, got '{}'", path.string(),
+                                         line_number, line));
       const std::string left(line.substr(0, space)), right(line.substr(space + 1));
       const auto a = token_ids_.find(left), b = token_ids_.find(right), merged = token_ids_.find(left + right);
       if (a == token_ids_.end() || b == token_ids_.end() || merged == token_ids_.end())
-        throw TokenizerError(fmt::format("{}:{}: merge '{}' names a token that is not in vocab.json", path.string(), line_number, line));
+        throw TokenizerError(
+            fmt::format("{}:{}: merge '{}' names a token that is not in vocab.json", path.string(), line_number, line));
       merges_.emplace(pair_key(a->second, b->second), Merge{rank++, merged->second});
     }
   }
@@ -340,25 +353,29 @@ class Tokenizer {
   void compile_pattern() {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern.data()), kPattern.size(), PCRE2_UTF | PCRE2_UCP,
-                                     &error, &offset, nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern.data()), kPattern.size(),
+                                     PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
     if (!code) throw std::logic_error("tokenizer: PCRE2 cannot compile GPT-2's pattern");
     pattern_.reset(code, &pcre2_code_free);
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter where JIT is unavailable
   }
 
-  static uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b); }
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
 
   /// Encodes text holding no special tokens.
-  void encode_ordinary(std::string_view text, std::vector<int64_t>& ids, WordCache& cache, pcre2_match_data* match) const {
+  void encode_ordinary(std::string_view text, std::vector<int64_t>& ids, WordCache& cache,
+                       pcre2_match_data* match) const {
     PCRE2_SIZE at = 0;
     // The text was validated, so matching may skip PCRE2's own UTF check.
     while (at < text.size()) {
-      const int found = pcre2_match(pattern_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at, PCRE2_NO_UTF_CHECK,
-                                    match, nullptr);
+      const int found = pcre2_match(pattern_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
+                                    PCRE2_NO_UTF_CHECK, match, nullptr);
       if (found < 0) throw std::logic_error(fmt::format("tokenizer: PCRE2 matching failed with code {}", found));
       const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match);
-      if (span[1] <= at) throw std::logic_error("tokenizer: the pattern matched nothing");  // cannot happen: \s+ or a class matches
+      if (span[1] <= at)
+        throw std::logic_error("tokenizer: the pattern matched nothing");  // cannot happen: \s+ or a class matches
       const std::string_view word = text.substr(span[0], span[1] - span[0]);
       auto cached = cache.find(word);
       if (cached == cache.end()) cached = cache.emplace(word, bpe(word)).first;
@@ -390,7 +407,8 @@ class Tokenizer {
       const auto right = next[static_cast<std::size_t>(left)];
       auto it = merges_.find(pair_key(symbol[static_cast<std::size_t>(left)], symbol[static_cast<std::size_t>(right)]));
       if (it != merges_.end())
-        heap.push({it->second.rank, left, symbol[static_cast<std::size_t>(left)], symbol[static_cast<std::size_t>(right)]});
+        heap.push(
+            {it->second.rank, left, symbol[static_cast<std::size_t>(left)], symbol[static_cast<std::size_t>(right)]});
     };
     for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<int64_t>(i));
     while (!heap.empty()) {
@@ -399,7 +417,8 @@ class Tokenizer {
       const auto left = static_cast<std::size_t>(top.left);
       const auto right = next[left];
       // Skip stale entries: either side merged since this candidate was pushed.
-      if (right < 0 || symbol[left] != top.left_symbol || symbol[static_cast<std::size_t>(right)] != top.right_symbol || symbol[left] < 0)
+      if (right < 0 || symbol[left] != top.left_symbol || symbol[static_cast<std::size_t>(right)] != top.right_symbol ||
+          symbol[left] < 0)
         continue;
       symbol[left] = merges_.at(pair_key(top.left_symbol, top.right_symbol)).merged;
       symbol[static_cast<std::size_t>(right)] = -1;
@@ -409,7 +428,8 @@ class Tokenizer {
       push(static_cast<int64_t>(left));
     }
     std::vector<int32_t> out;
-    for (int64_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)]) out.push_back(symbol[static_cast<std::size_t>(i)]);
+    for (int64_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)])
+      out.push_back(symbol[static_cast<std::size_t>(i)]);
     return out;
   }
 

@@ -12,11 +12,10 @@
 /// @endcode
 #pragma once
 
-#include <baukit/hook.hpp>
-#include <baukit/modules.hpp>
-
 #include <fmt/format.h>
 
+#include <baukit/hook.hpp>
+#include <baukit/modules.hpp>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,12 +52,14 @@ bool run_until_stop(Forward&& forward) {
 }
 
 /// An output editor, normalised: (output, layer name, inputs) -> new output.
-using EditOutput = std::function<torch::IValue(torch::IValue output, const std::string& layer, const torch::IValue& inputs)>;
+using EditOutput =
+    std::function<torch::IValue(torch::IValue output, const std::string& layer, const torch::IValue& inputs)>;
 
 namespace detail {
 
 /// Copies every tensor inside `value` (tensors, tuples, lists, dicts; other values pass through).
-inline torch::IValue map_tensors(const torch::IValue& value, const std::function<torch::Tensor(const torch::Tensor&)>& fn) {
+inline torch::IValue map_tensors(const torch::IValue& value,
+                                 const std::function<torch::Tensor(const torch::Tensor&)>& fn) {
   if (value.isTensor()) return fn(value.toTensor());
   if (value.isTuple()) {
     std::vector<torch::IValue> items;
@@ -122,31 +123,35 @@ constexpr bool accepts_output =
 template <class Edit>
 EditOutput make_edit_output(Edit edit) {
   if constexpr (accepts_output<Edit, torch::IValue>) {
-    return [edit = std::move(edit)](torch::IValue output, const std::string& layer, const torch::IValue& inputs) mutable {
-      if constexpr (std::is_void_v<decltype(invoke_edit(edit, output, layer, inputs))>) {
-        invoke_edit(edit, output, layer, inputs);
-        return output;
-      } else {
-        return torch::IValue(invoke_edit(edit, std::move(output), layer, inputs));
-      }
-    };
+    return
+        [edit = std::move(edit)](torch::IValue output, const std::string& layer, const torch::IValue& inputs) mutable {
+          if constexpr (std::is_void_v<decltype(invoke_edit(edit, output, layer, inputs))>) {
+            invoke_edit(edit, output, layer, inputs);
+            return output;
+          } else {
+            return torch::IValue(invoke_edit(edit, std::move(output), layer, inputs));
+          }
+        };
   } else {
     static_assert(accepts_output<Edit, torch::Tensor&>,
                   "edit_output takes a callable (output), (output, layer) or (output, layer, inputs), where output "
                   "is torch::Tensor or torch::IValue");
-    return [edit = std::move(edit)](torch::IValue output, const std::string& layer, const torch::IValue& inputs) mutable {
-      torch::Tensor tensor = first_tensor(output);
-      if (!tensor.defined())
-        throw std::runtime_error(fmt::format("baukit: edit_output for layer '{}' takes a tensor, but the layer's "
-                                             "output holds none (a {})", layer, output.tagKind()));
-      if constexpr (std::is_void_v<decltype(invoke_edit(edit, tensor, layer, inputs))>) {
-        invoke_edit(edit, tensor, layer, inputs);  // edits in place
-        return output;
-      } else {
-        torch::Tensor edited = invoke_edit(edit, tensor, layer, inputs);
-        return output.isTensor() ? torch::IValue(edited) : replace_first_tensor(output, edited);
-      }
-    };
+    return
+        [edit = std::move(edit)](torch::IValue output, const std::string& layer, const torch::IValue& inputs) mutable {
+          torch::Tensor tensor = first_tensor(output);
+          if (!tensor.defined())
+            throw std::runtime_error(
+                fmt::format("baukit: edit_output for layer '{}' takes a tensor, but the layer's "
+                            "output holds none (a {})",
+                            layer, output.tagKind()));
+          if constexpr (std::is_void_v<decltype(invoke_edit(edit, tensor, layer, inputs))>) {
+            invoke_edit(edit, tensor, layer, inputs);  // edits in place
+            return output;
+          } else {
+            torch::Tensor edited = invoke_edit(edit, tensor, layer, inputs);
+            return output.isTensor() ? torch::IValue(edited) : replace_first_tensor(output, edited);
+          }
+        };
   }
 }
 
@@ -293,11 +298,11 @@ class Trace {
   }
 
   static std::invalid_argument untraceable_error(const torch::nn::Module& module, const std::string& layer) {
-    return std::invalid_argument(fmt::format(
-        "baukit: module '{}' of type {} is not traceable: its forward runs no hooks. Derive it from "
-        "baukit::Hookable, hold it as baukit::Traced<{}>, or, inside a torch::nn::Sequential, call "
-        "baukit::make_traceable on the Sequential",
-        layer, module.name(), module.name()));
+    return std::invalid_argument(
+        fmt::format("baukit: module '{}' of type {} is not traceable: its forward runs no hooks. Derive it from "
+                    "baukit::Hookable, hold it as baukit::Traced<{}>, or, inside a torch::nn::Sequential, call "
+                    "baukit::make_traceable on the Sequential",
+                    layer, module.name(), module.name()));
   }
 
   Trace(Target target, const std::string& layer, TraceOptions options) : state_(std::make_unique<State>()) {
@@ -305,8 +310,9 @@ class Trace {
     state_->options = std::move(options);
     state_->keep_alive = std::move(target.module);
     State* state = state_.get();  // stable across moves of the Trace
-    state_->hook_id = target.hookable->add_forward_hook(
-        [state](const torch::IValue& inputs, torch::IValue output) { return on_forward(*state, inputs, std::move(output)); });
+    state_->hook_id = target.hookable->add_forward_hook([state](const torch::IValue& inputs, torch::IValue output) {
+      return on_forward(*state, inputs, std::move(output));
+    });
     state_->target = target.hookable;
   }
 
@@ -342,11 +348,13 @@ class Trace {
   template <class T>
   T convert(const torch::IValue& value, const char* what, const char* option) const {
     if (state().calls == 0)
-      throw std::logic_error(fmt::format("baukit: no {} for layer '{}': the layer has not run since the trace "
-                                         "was attached", what, state().layer));
+      throw std::logic_error(
+          fmt::format("baukit: no {} for layer '{}': the layer has not run since the trace "
+                      "was attached",
+                      what, state().layer));
     if (value.isNone())
-      throw std::logic_error(fmt::format("baukit: no {} for layer '{}': the trace was made without {}(true)",
-                                         what, state().layer, option));
+      throw std::logic_error(fmt::format("baukit: no {} for layer '{}': the trace was made without {}(true)", what,
+                                         state().layer, option));
     if constexpr (std::is_same_v<T, torch::Tensor>) {
       torch::Tensor tensor = detail::first_tensor(value);
       if (!tensor.defined())
@@ -389,7 +397,7 @@ class TraceDict {
     std::vector<std::shared_ptr<torch::nn::Module>> found;
     for (const auto& layer : layers) {
       const auto* module = modules.find(layer);
-      if (!module) (void)get_module(model, layer);  // throws the error naming the layer
+      if (!module) (void)get_module(model, layer);                               // throws the error naming the layer
       if (!dynamic_cast<Hookable*>(module->get())) (void)Trace(*module, layer);  // throws the untraceable error
       found.push_back(*module);
     }

@@ -1,6 +1,5 @@
 // Uses the installed headers: traces a traceable Linear and checks the hook saw the output.
 #include <baukit/baukit.hpp>
-
 #include <iostream>
 
 int main() {

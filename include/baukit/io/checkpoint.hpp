@@ -3,19 +3,18 @@
 /// `pytorch_model.bin` and sharded `.bin`, with every missing, unexpected or mis-shaped tensor reported by name.
 #pragma once
 
+#include <fmt/format.h>
+#include <torch/torch.h>
+
 #include <baukit/io/error.hpp>
 #include <baukit/io/safetensors.hpp>
 #include <baukit/io/torch_bin.hpp>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <string>
@@ -25,15 +24,16 @@ namespace baukit::io {
 
 /// A tensor read from a checkpoint, with the file it came from (for messages).
 struct CheckpointTensor {
-  torch::Tensor tensor;          ///< The tensor (viewing the mapped file where possible).
-  std::filesystem::path file;    ///< The file it was read from.
+  torch::Tensor tensor;        ///< The tensor (viewing the mapped file where possible).
+  std::filesystem::path file;  ///< The file it was read from.
 };
 
 /// Tensors by name, as stored in a checkpoint.
 using StateDict = std::map<std::string, CheckpointTensor>;
 
 /// Reads a JSON file, with errors naming the file.
-inline nlohmann::json read_json_file(const std::filesystem::path& path, CheckpointErrorKind kind = CheckpointErrorKind::config) {
+inline nlohmann::json read_json_file(const std::filesystem::path& path,
+                                     CheckpointErrorKind kind = CheckpointErrorKind::config) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError(CheckpointErrorKind::io, path, "cannot open");
   try {
@@ -46,7 +46,9 @@ inline nlohmann::json read_json_file(const std::filesystem::path& path, Checkpoi
 namespace detail {
 
 /// "[a, b, c]".
-inline std::string shape(c10::IntArrayRef sizes) { return fmt::format("[{}]", fmt::join(sizes, ", ")); }
+inline std::string shape(c10::IntArrayRef sizes) {
+  return fmt::format("[{}]", fmt::join(sizes, ", "));
+}
 
 inline void add_tensor(StateDict& state, std::string name, torch::Tensor tensor, const std::filesystem::path& file) {
   if (auto it = state.find(name); it != state.end())
@@ -65,16 +67,21 @@ inline void read_weight_file(StateDict& state, const std::filesystem::path& file
 }
 
 /// The shard files of an index (`*.index.json`), checked to stay inside `directory`.
-inline std::vector<std::filesystem::path> shard_files(const std::filesystem::path& index, std::set<std::string>* expected_names) {
+inline std::vector<std::filesystem::path> shard_files(const std::filesystem::path& index,
+                                                      std::set<std::string>* expected_names) {
   const auto json = read_json_file(index, CheckpointErrorKind::header);
   if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
     throw CheckpointError(CheckpointErrorKind::header, index, "no weight_map object");
   std::set<std::string> files;
   for (const auto& [name, file] : json["weight_map"].items()) {
-    if (!file.is_string()) throw CheckpointError(CheckpointErrorKind::header, index, fmt::format("weight_map['{}'] is not a file name", name));
+    if (!file.is_string())
+      throw CheckpointError(CheckpointErrorKind::header, index,
+                            fmt::format("weight_map['{}'] is not a file name", name));
     const auto shard = file.get<std::string>();
     if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
-      throw CheckpointError(CheckpointErrorKind::header, index, fmt::format("weight_map['{}'] = '{}' is not a file in the checkpoint's folder", name, shard));
+      throw CheckpointError(
+          CheckpointErrorKind::header, index,
+          fmt::format("weight_map['{}'] = '{}' is not a file in the checkpoint's folder", name, shard));
     files.insert(shard);
     expected_names->insert(name);
   }
@@ -101,14 +108,16 @@ inline StateDict read_checkpoint(const std::filesystem::path& directory) {
       for (const auto& shard : detail::shard_files(index, &listed)) detail::read_weight_file(state, shard);
       for (const auto& name : listed)
         if (!state.count(name))
-          throw CheckpointError(CheckpointErrorKind::missing, index, fmt::format("weight_map lists '{}', which no shard holds", name));
+          throw CheckpointError(CheckpointErrorKind::missing, index,
+                                fmt::format("weight_map lists '{}', which no shard holds", name));
       return state;
     }
   }
   if (!std::filesystem::is_directory(directory))
     throw CheckpointError(CheckpointErrorKind::io, directory, "not a directory");
-  throw CheckpointError(CheckpointErrorKind::io, directory,
-                        "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json");
+  throw CheckpointError(
+      CheckpointErrorKind::io, directory,
+      "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json");
 }
 
 /// How `load_state_dict` matches checkpoint tensors to a module's parameters.
@@ -127,8 +136,8 @@ struct LoadOptions {
 /// stay views of the mapped file, others are converted (F16/BF16 upcast to F32). Throws one `CheckpointError`
 /// listing every missing, unexpected and mis-shaped tensor by name, with both shapes; nothing is changed then.
 /// Returns the names of parameters left as they were because `may_be_missing` allowed it.
-inline std::set<std::string> load_state_dict(torch::nn::Module& module, const StateDict& state, const LoadOptions& options,
-                                             const std::filesystem::path& source) {
+inline std::set<std::string> load_state_dict(torch::nn::Module& module, const StateDict& state,
+                                             const LoadOptions& options, const std::filesystem::path& source) {
   std::map<std::string, torch::Tensor> targets;
   for (const auto& item : module.named_parameters(true)) targets.emplace(item.key(), item.value());
   for (const auto& item : module.named_buffers(true)) targets.emplace(item.key(), item.value());
@@ -139,17 +148,21 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
   for (const auto& [stored_name, stored] : state) {
     // Names without the prefix, as on the hub, map onto the prefixed parameter.
     std::string name = stored_name;
-    if (!targets.count(name) && targets.count(options.optional_prefix() + name)) name = options.optional_prefix() + name;
+    if (!targets.count(name) && targets.count(options.optional_prefix() + name))
+      name = options.optional_prefix() + name;
     if (std::regex_search(stored_name, ignore)) continue;
     auto target = targets.find(name);
     if (target == targets.end()) {
-      unexpected.push_back(fmt::format("'{}' {} in {}", stored_name, detail::shape(stored.tensor.sizes()), stored.file.filename().string()));
+      unexpected.push_back(fmt::format("'{}' {} in {}", stored_name, detail::shape(stored.tensor.sizes()),
+                                       stored.file.filename().string()));
       continue;
     }
     if (found.count(name))
-      throw CheckpointError(CheckpointErrorKind::header, stored.file, fmt::format("'{}' is stored both with and without the prefix", name));
+      throw CheckpointError(CheckpointErrorKind::header, stored.file,
+                            fmt::format("'{}' is stored both with and without the prefix", name));
     if (stored.tensor.sizes() != target->second.sizes())
-      mis_shaped.push_back(fmt::format("'{}': checkpoint {} vs model {}", stored_name, detail::shape(stored.tensor.sizes()), detail::shape(target->second.sizes())));
+      mis_shaped.push_back(fmt::format("'{}': checkpoint {} vs model {}", stored_name,
+                                       detail::shape(stored.tensor.sizes()), detail::shape(target->second.sizes())));
     found.emplace(name, &stored);
   }
   std::set<std::string> left_out;
@@ -163,7 +176,8 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
   }
   auto report = [&](CheckpointErrorKind kind, const char* what, const std::vector<std::string>& names) {
     if (!names.empty())
-      throw CheckpointError(kind, source, fmt::format("{} {} tensor(s): {}", names.size(), what, fmt::join(names, "; ")));
+      throw CheckpointError(kind, source,
+                            fmt::format("{} {} tensor(s): {}", names.size(), what, fmt::join(names, "; ")));
   };
   report(CheckpointErrorKind::shape, "mis-shaped", mis_shaped);
   report(CheckpointErrorKind::missing, "missing", missing);
@@ -176,14 +190,17 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
     const auto& target = targets.at(name);
     if (!data.is_floating_point() && target.is_floating_point())
       throw CheckpointError(CheckpointErrorKind::dtype, stored->file,
-                            fmt::format("tensor '{}' is stored as {}, but the model needs floating point", name, c10::toString(data.scalar_type())));
+                            fmt::format("tensor '{}' is stored as {}, but the model needs floating point", name,
+                                        c10::toString(data.scalar_type())));
     if (options.check_finite() && data.is_floating_point() && !std::isfinite(data.sum(torch::kFloat32).item<float>())) {
-      // The sum propagates any NaN or infinity at memory speed; a non-finite sum of finite values is confirmed element-wise.
+      // The sum propagates any NaN or infinity at memory speed; a non-finite sum of finite values is confirmed
+      // element-wise.
       const auto flat = data.reshape({-1});
       constexpr int64_t chunk = 1 << 22;  // bounded temporary memory
       for (int64_t begin = 0; begin < flat.numel(); begin += chunk)
         if (!torch::isfinite(flat.slice(0, begin, std::min(flat.numel(), begin + chunk))).all().item<bool>())
-          throw CheckpointError(CheckpointErrorKind::non_finite, stored->file, fmt::format("tensor '{}' holds NaN or infinity", name));
+          throw CheckpointError(CheckpointErrorKind::non_finite, stored->file,
+                                fmt::format("tensor '{}' holds NaN or infinity", name));
     }
     if (data.scalar_type() != target.scalar_type()) data = data.to(target.scalar_type());
     if (data.device() != target.device()) data = data.to(target.device());

@@ -30,19 +30,32 @@ enum class CheckpointErrorKind {
 /// The name of a `CheckpointErrorKind`, as it appears in messages.
 inline const char* to_string(CheckpointErrorKind kind) {
   switch (kind) {
-    case CheckpointErrorKind::io: return "io";
-    case CheckpointErrorKind::truncated: return "truncated";
-    case CheckpointErrorKind::header: return "header";
-    case CheckpointErrorKind::dtype: return "dtype";
-    case CheckpointErrorKind::offsets: return "offsets";
-    case CheckpointErrorKind::size: return "size";
-    case CheckpointErrorKind::archive: return "archive";
-    case CheckpointErrorKind::pickle: return "pickle";
-    case CheckpointErrorKind::config: return "config";
-    case CheckpointErrorKind::missing: return "missing";
-    case CheckpointErrorKind::unexpected: return "unexpected";
-    case CheckpointErrorKind::shape: return "shape";
-    case CheckpointErrorKind::non_finite: return "non_finite";
+    case CheckpointErrorKind::io:
+      return "io";
+    case CheckpointErrorKind::truncated:
+      return "truncated";
+    case CheckpointErrorKind::header:
+      return "header";
+    case CheckpointErrorKind::dtype:
+      return "dtype";
+    case CheckpointErrorKind::offsets:
+      return "offsets";
+    case CheckpointErrorKind::size:
+      return "size";
+    case CheckpointErrorKind::archive:
+      return "archive";
+    case CheckpointErrorKind::pickle:
+      return "pickle";
+    case CheckpointErrorKind::config:
+      return "config";
+    case CheckpointErrorKind::missing:
+      return "missing";
+    case CheckpointErrorKind::unexpected:
+      return "unexpected";
+    case CheckpointErrorKind::shape:
+      return "shape";
+    case CheckpointErrorKind::non_finite:
+      return "non_finite";
   }
   return "unknown";
 }

@@ -2,13 +2,12 @@
 /// @brief `MappedFile`: a whole file memory-mapped read-only (copy-on-write), shared by the tensors viewing it.
 #pragma once
 
-#include <baukit/io/error.hpp>
-
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <baukit/io/error.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -43,7 +42,8 @@ class MappedFile {
  private:
   explicit MappedFile(const std::filesystem::path& path) : path_(path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw CheckpointError(CheckpointErrorKind::io, path, std::string("cannot open: ") + std::strerror(errno));
+    if (fd < 0)
+      throw CheckpointError(CheckpointErrorKind::io, path, std::string("cannot open: ") + std::strerror(errno));
     struct stat info {};
     if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
       ::close(fd);

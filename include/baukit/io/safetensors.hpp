@@ -3,20 +3,19 @@
 /// as the reference reader (header bound, JSON, dtypes, shapes, contiguous in-bounds offsets, file size).
 #pragma once
 
-#include <baukit/io/error.hpp>
-#include <baukit/io/mapped_file.hpp>
-
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <baukit/io/error.hpp>
+#include <baukit/io/mapped_file.hpp>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -28,11 +27,11 @@ namespace baukit::io {
 
 /// One tensor's entry in a safetensors header.
 struct TensorEntry {
-  std::string name;                ///< The tensor's name.
-  torch::ScalarType dtype;         ///< Element type.
-  std::vector<int64_t> shape;      ///< Shape.
-  std::uint64_t begin = 0;         ///< First byte, relative to the data section.
-  std::uint64_t end = 0;           ///< One past the last byte, relative to the data section.
+  std::string name;            ///< The tensor's name.
+  torch::ScalarType dtype;     ///< Element type.
+  std::vector<int64_t> shape;  ///< Shape.
+  std::uint64_t begin = 0;     ///< First byte, relative to the data section.
+  std::uint64_t end = 0;       ///< One past the last byte, relative to the data section.
 };
 
 namespace detail {
@@ -49,17 +48,28 @@ inline std::optional<torch::ScalarType> dtype_from_safetensors(const std::string
 
 inline std::string dtype_to_safetensors(torch::ScalarType type) {
   switch (type) {
-    case torch::kFloat64: return "F64";
-    case torch::kFloat32: return "F32";
-    case torch::kFloat16: return "F16";
-    case torch::kBFloat16: return "BF16";
-    case torch::kInt64: return "I64";
-    case torch::kInt32: return "I32";
-    case torch::kInt16: return "I16";
-    case torch::kInt8: return "I8";
-    case torch::kUInt8: return "U8";
-    case torch::kBool: return "BOOL";
-    default: throw std::invalid_argument(fmt::format("safetensors cannot store dtype {}", c10::toString(type)));
+    case torch::kFloat64:
+      return "F64";
+    case torch::kFloat32:
+      return "F32";
+    case torch::kFloat16:
+      return "F16";
+    case torch::kBFloat16:
+      return "BF16";
+    case torch::kInt64:
+      return "I64";
+    case torch::kInt32:
+      return "I32";
+    case torch::kInt16:
+      return "I16";
+    case torch::kInt8:
+      return "I8";
+    case torch::kUInt8:
+      return "U8";
+    case torch::kBool:
+      return "BOOL";
+    default:
+      throw std::invalid_argument(fmt::format("safetensors cannot store dtype {}", c10::toString(type)));
   }
 }
 
@@ -76,7 +86,8 @@ inline torch::Tensor tensor_over(const char* bytes, const std::vector<int64_t>& 
   const auto element = static_cast<std::uintptr_t>(c10::elementSize(dtype));
   const auto options = torch::TensorOptions().dtype(dtype);
   if (reinterpret_cast<std::uintptr_t>(bytes) % element == 0) {
-    return torch::from_blob(const_cast<char*>(bytes), shape, [owner](void*) mutable { owner.reset(); }, options);
+    return torch::from_blob(
+        const_cast<char*>(bytes), shape, [owner](void*) mutable { owner.reset(); }, options);
   }
   torch::Tensor copy = torch::empty(shape, options);
   std::memcpy(copy.data_ptr(), bytes, copy.nbytes());
@@ -94,15 +105,17 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
                                                   std::map<std::string, std::string>* metadata = nullptr) {
   using Kind = CheckpointErrorKind;
   if (file.size() < 8)
-    throw CheckpointError(Kind::truncated, path, fmt::format("{} bytes: too short for a safetensors header", file.size()));
+    throw CheckpointError(Kind::truncated, path,
+                          fmt::format("{} bytes: too short for a safetensors header", file.size()));
   std::uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(file[i]);
   if (header_size > kMaxSafetensorsHeader)
-    throw CheckpointError(Kind::header, path, fmt::format("header length {} exceeds the limit of {}", header_size,
-                                                          kMaxSafetensorsHeader));
+    throw CheckpointError(Kind::header, path,
+                          fmt::format("header length {} exceeds the limit of {}", header_size, kMaxSafetensorsHeader));
   if (header_size > file.size() - 8)
-    throw CheckpointError(Kind::truncated, path, fmt::format("header length {} runs past the end of the {}-byte file",
-                                                             header_size, file.size()));
+    throw CheckpointError(
+        Kind::truncated, path,
+        fmt::format("header length {} runs past the end of the {}-byte file", header_size, file.size()));
   const std::string_view header = file.substr(8, header_size);
   if (header.empty() || header.front() != '{')
     throw CheckpointError(Kind::header, path, "the header is not a JSON object");
@@ -120,7 +133,8 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(Kind::header, path, fmt::format("the header is not valid JSON: {}", e.what()));
   }
-  if (!duplicate.empty()) throw CheckpointError(Kind::header, path, fmt::format("tensor '{}' is listed twice", duplicate));
+  if (!duplicate.empty())
+    throw CheckpointError(Kind::header, path, fmt::format("tensor '{}' is listed twice", duplicate));
   if (!json.is_object()) throw CheckpointError(Kind::header, path, "the header is not a JSON object");
 
   const std::uint64_t data_size = file.size() - 8 - header_size;
@@ -147,26 +161,32 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
     if (!info["shape"].is_array()) fail(Kind::header, "shape is not an array");
     std::uint64_t numel = 1;
     for (const auto& dim : info["shape"]) {
-      if (!dim.is_number_unsigned()) fail(Kind::header, fmt::format("shape holds {}, not a non-negative integer", dim.dump()));
+      if (!dim.is_number_unsigned())
+        fail(Kind::header, fmt::format("shape holds {}, not a non-negative integer", dim.dump()));
       const auto size = dim.get<std::uint64_t>();
       auto product = detail::checked_mul(numel, size);
-      if (!product || size > static_cast<std::uint64_t>(INT64_MAX)) fail(Kind::size, "the shape's element count overflows");
+      if (!product || size > static_cast<std::uint64_t>(INT64_MAX))
+        fail(Kind::size, "the shape's element count overflows");
       numel = *product;
       entry.shape.push_back(static_cast<int64_t>(size));
     }
     const auto& offsets = info["data_offsets"];
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned())
       fail(Kind::header, "data_offsets is not a pair of non-negative integers");
     entry.begin = offsets[0].get<std::uint64_t>();
     entry.end = offsets[1].get<std::uint64_t>();
-    if (entry.end < entry.begin) fail(Kind::offsets, fmt::format("data_offsets [{}, {}] end before they begin", entry.begin, entry.end));
+    if (entry.end < entry.begin)
+      fail(Kind::offsets, fmt::format("data_offsets [{}, {}] end before they begin", entry.begin, entry.end));
     if (entry.end > data_size)
-      fail(Kind::offsets, fmt::format("data_offsets [{}, {}] run past the {}-byte data section", entry.begin, entry.end, data_size));
+      fail(Kind::offsets,
+           fmt::format("data_offsets [{}, {}] run past the {}-byte data section", entry.begin, entry.end, data_size));
     const auto bytes = detail::checked_mul(numel, c10::elementSize(*dtype));
     if (!bytes || *bytes != entry.end - entry.begin)
-      fail(Kind::size, fmt::format("{} bytes at data_offsets [{}, {}], but shape [{}] of {} needs {}", entry.end - entry.begin,
-                                   entry.begin, entry.end, fmt::join(entry.shape, ", "), info["dtype"].get<std::string>(),
-                                   bytes ? std::to_string(*bytes) : std::string("more than 2^64")));
+      fail(Kind::size,
+           fmt::format("{} bytes at data_offsets [{}, {}], but shape [{}] of {} needs {}", entry.end - entry.begin,
+                       entry.begin, entry.end, fmt::join(entry.shape, ", "), info["dtype"].get<std::string>(),
+                       bytes ? std::to_string(*bytes) : std::string("more than 2^64")));
     entries.push_back(std::move(entry));
   }
 
@@ -180,17 +200,19 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
   const TensorEntry* previous = nullptr;
   for (const TensorEntry* entry : by_offset) {
     if (entry->begin != expected)
-      throw CheckpointError(
-          Kind::offsets, path,
-          entry->begin < expected
-              ? fmt::format("tensor '{}' at [{}, {}] overlaps tensor '{}'", entry->name, entry->begin, entry->end, previous->name)
-              : fmt::format("tensor '{}' starts at {}, leaving a gap after byte {}", entry->name, entry->begin, expected));
+      throw CheckpointError(Kind::offsets, path,
+                            entry->begin < expected
+                                ? fmt::format("tensor '{}' at [{}, {}] overlaps tensor '{}'", entry->name, entry->begin,
+                                              entry->end, previous->name)
+                                : fmt::format("tensor '{}' starts at {}, leaving a gap after byte {}", entry->name,
+                                              entry->begin, expected));
     expected = entry->end;
     previous = entry;
   }
   if (expected != data_size)
-    throw CheckpointError(Kind::size, path, fmt::format("the tensors cover {} bytes, but the data section holds {}",
-                                                        expected, data_size));
+    throw CheckpointError(
+        Kind::size, path,
+        fmt::format("the tensors cover {} bytes, but the data section holds {}", expected, data_size));
   return entries;
 }
 
@@ -251,7 +273,8 @@ void write_file_atomically(const std::filesystem::path& path, Write&& write) {
 }
 
 /// Writes `tensors` (in the given order) as a safetensors file, with optional string metadata.
-inline void save_safetensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+inline void save_safetensors(const std::filesystem::path& path,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                              const std::map<std::string, std::string>& metadata = {}) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;

@@ -4,13 +4,12 @@
 /// dict uses. Tensors view the memory-mapped records (zero-copy where aligned).
 #pragma once
 
-#include <baukit/io/error.hpp>
-#include <baukit/io/mapped_file.hpp>
-#include <baukit/io/safetensors.hpp>
-
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <baukit/io/error.hpp>
+#include <baukit/io/mapped_file.hpp>
+#include <baukit/io/safetensors.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -24,9 +23,9 @@ namespace baukit::io {
 
 /// One stored record of a zip archive.
 struct ZipRecord {
-  std::string name;           ///< Path inside the archive.
-  std::uint64_t offset = 0;   ///< Start of the record's bytes in the file.
-  std::uint64_t size = 0;     ///< Number of bytes.
+  std::string name;          ///< Path inside the archive.
+  std::uint64_t offset = 0;  ///< Start of the record's bytes in the file.
+  std::uint64_t size = 0;    ///< Number of bytes.
 };
 
 namespace detail {
@@ -45,7 +44,8 @@ inline std::map<std::string, ZipRecord> read_zip_directory(std::string_view file
   using Kind = CheckpointErrorKind;
   auto fail = [&](const std::string& why) -> void { throw CheckpointError(Kind::archive, path, why); };
   auto need = [&](std::uint64_t at, std::uint64_t count, const char* what) {
-    if (at > file.size() || count > file.size() - at) fail(fmt::format("{} at byte {} lies outside the {}-byte file", what, at, file.size()));
+    if (at > file.size() || count > file.size() - at)
+      fail(fmt::format("{} at byte {} lies outside the {}-byte file", what, at, file.size()));
   };
   auto u16 = [&](std::uint64_t at) { return detail::read_le(file, at, 2); };
   auto u32 = [&](std::uint64_t at) { return detail::read_le(file, at, 4); };
@@ -98,7 +98,8 @@ inline std::map<std::string, ZipRecord> read_zip_directory(std::string_view file
       }
       extra += 4 + length;
     }
-    if (method != 0) fail(fmt::format("record '{}' is compressed (method {}); torch.save stores records uncompressed", name, method));
+    if (method != 0)
+      fail(fmt::format("record '{}' is compressed (method {}); torch.save stores records uncompressed", name, method));
     if (compressed != size) fail(fmt::format("record '{}': stored sizes differ ({} vs {})", name, compressed, size));
     need(local, 30, fmt::format("record '{}''s local header", name).c_str());
     if (u32(local) != 0x04034b50) fail(fmt::format("record '{}': bad local header signature at byte {}", name, local));
@@ -118,10 +119,10 @@ struct PickleValue {
   Kind kind = Kind::none;
   std::int64_t integer = 0;
   double real = 0;
-  std::string text;                                                        // string; global "module.name"
-  std::shared_ptr<std::vector<PickleValue>> items;                        // tuple, list
+  std::string text;                                                         // string; global "module.name"
+  std::shared_ptr<std::vector<PickleValue>> items;                          // tuple, list
   std::shared_ptr<std::vector<std::pair<PickleValue, PickleValue>>> pairs;  // dict
-  torch::Tensor tensor;                                                    // storage (1-D, its dtype), tensor
+  torch::Tensor tensor;                                                     // storage (1-D, its dtype), tensor
 
   static PickleValue of(Kind kind) {
     PickleValue v;
@@ -137,7 +138,8 @@ struct PickleValue {
 /// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter` and the `torch.*Storage` types. Nothing
 /// is ever executed. `storage(key, dtype, numel)` returns the 1-D tensor of the record `data/<key>`.
 template <class StorageLoader>
-std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::string_view pickle, const std::filesystem::path& path,
+std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::string_view pickle,
+                                                                       const std::filesystem::path& path,
                                                                        StorageLoader&& storage) {
   using detail::PickleValue;
   using Kind = PickleValue::Kind;
@@ -150,7 +152,8 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
     if (count > pickle.size() - at) fail(fmt::format("data.pkl ends inside an opcode at byte {}", at));
   };
   auto pop = [&]() {
-    if (stack.empty() || (!marks.empty() && stack.size() <= marks.back())) fail(fmt::format("stack underflow at byte {}", at));
+    if (stack.empty() || (!marks.empty() && stack.size() <= marks.back()))
+      fail(fmt::format("stack underflow at byte {}", at));
     PickleValue v = std::move(stack.back());
     stack.pop_back();
     return v;
@@ -172,7 +175,8 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
     if (v.kind != Kind::tuple) fail(fmt::format("_rebuild_tensor_v2: {} is not a tuple", what));
     std::vector<int64_t> out;
     for (const auto& item : *v.items) {
-      if (item.kind != Kind::integer || item.integer < 0) fail(fmt::format("_rebuild_tensor_v2: {} holds a non-integer or negative value", what));
+      if (item.kind != Kind::integer || item.integer < 0)
+        fail(fmt::format("_rebuild_tensor_v2: {} holds a non-integer or negative value", what));
       out.push_back(item.integer);
     }
     return out;
@@ -182,10 +186,11 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
     dict.pairs->emplace_back(std::move(key), std::move(value));
   };
   static const std::map<std::string, torch::ScalarType> storage_types = {
-      {"torch.FloatStorage", torch::kFloat32}, {"torch.HalfStorage", torch::kFloat16}, {"torch.BFloat16Storage", torch::kBFloat16},
-      {"torch.DoubleStorage", torch::kFloat64}, {"torch.LongStorage", torch::kInt64}, {"torch.IntStorage", torch::kInt32},
-      {"torch.ShortStorage", torch::kInt16},   {"torch.CharStorage", torch::kInt8},   {"torch.ByteStorage", torch::kUInt8},
-      {"torch.BoolStorage", torch::kBool}};
+      {"torch.FloatStorage", torch::kFloat32},     {"torch.HalfStorage", torch::kFloat16},
+      {"torch.BFloat16Storage", torch::kBFloat16}, {"torch.DoubleStorage", torch::kFloat64},
+      {"torch.LongStorage", torch::kInt64},        {"torch.IntStorage", torch::kInt32},
+      {"torch.ShortStorage", torch::kInt16},       {"torch.CharStorage", torch::kInt8},
+      {"torch.ByteStorage", torch::kUInt8},        {"torch.BoolStorage", torch::kBool}};
 
   while (true) {
     need(1);
@@ -203,9 +208,13 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
       return s;
     };
     switch (op) {
-      case 0x80: read_uint(1); break;                      // PROTO
-      case 0x95: read_uint(8); break;                      // FRAME
-      case '.': {                                          // STOP
+      case 0x80:
+        read_uint(1);
+        break;  // PROTO
+      case 0x95:
+        read_uint(8);
+        break;     // FRAME
+      case '.': {  // STOP
         PickleValue result = pop();
         if (result.kind != Kind::dict) fail("the pickle's result is not a dict of tensors (a state dict)");
         std::vector<std::pair<std::string, torch::Tensor>> tensors;
@@ -216,52 +225,66 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
         }
         return tensors;
       }
-      case '(': marks.push_back(stack.size()); break;      // MARK
-      case '}': {                                          // EMPTY_DICT
+      case '(':
+        marks.push_back(stack.size());
+        break;     // MARK
+      case '}': {  // EMPTY_DICT
         PickleValue v = PickleValue::of(Kind::dict);
         v.pairs = std::make_shared<std::vector<std::pair<PickleValue, PickleValue>>>();
         stack.push_back(std::move(v));
         break;
       }
-      case ']': {                                          // EMPTY_LIST
+      case ']': {  // EMPTY_LIST
         PickleValue v = PickleValue::of(Kind::list);
         v.items = std::make_shared<std::vector<PickleValue>>();
         stack.push_back(std::move(v));
         break;
       }
-      case ')': stack.push_back(make_tuple({})); break;    // EMPTY_TUPLE
-      case 't': stack.push_back(make_tuple(pop_mark())); break;  // TUPLE
-      case 0x85: case 0x86: case 0x87: {                   // TUPLE1..3
+      case ')':
+        stack.push_back(make_tuple({}));
+        break;  // EMPTY_TUPLE
+      case 't':
+        stack.push_back(make_tuple(pop_mark()));
+        break;  // TUPLE
+      case 0x85:
+      case 0x86:
+      case 0x87: {  // TUPLE1..3
         std::vector<PickleValue> items(op - 0x84);
         for (auto it = items.rbegin(); it != items.rend(); ++it) *it = pop();
         stack.push_back(make_tuple(std::move(items)));
         break;
       }
-      case 'N': stack.push_back(PickleValue::of(Kind::none)); break;
-      case 0x88: case 0x89: {                              // NEWTRUE, NEWFALSE
+      case 'N':
+        stack.push_back(PickleValue::of(Kind::none));
+        break;
+      case 0x88:
+      case 0x89: {  // NEWTRUE, NEWFALSE
         PickleValue v = PickleValue::of(Kind::boolean);
         v.integer = op == 0x88;
         stack.push_back(std::move(v));
         break;
       }
-      case 'K': case 'M': case 'J': {                      // BININT1, BININT2, BININT
+      case 'K':
+      case 'M':
+      case 'J': {  // BININT1, BININT2, BININT
         PickleValue v = PickleValue::of(Kind::integer);
         const auto raw = read_uint(op == 'K' ? 1 : op == 'M' ? 2 : 4);
         v.integer = op == 'J' ? static_cast<std::int32_t>(raw) : static_cast<std::int64_t>(raw);
         stack.push_back(std::move(v));
         break;
       }
-      case 0x8a: {                                         // LONG1
+      case 0x8a: {  // LONG1
         const auto length = read_uint(1);
         if (length > 8) fail("LONG1 wider than 64 bits");
         std::uint64_t raw = length ? read_uint(static_cast<int>(length)) : 0;
-        if (length && length < 8 && (raw >> (8 * length - 1)) & 1) raw |= ~std::uint64_t{0} << (8 * length);  // sign-extend
+        if (length && length < 8 && (raw >> (8 * length - 1)) & 1)
+          raw |= ~std::uint64_t{0} << (8 * length);  // sign-extend
         PickleValue v = PickleValue::of(Kind::integer);
         v.integer = static_cast<std::int64_t>(raw);
         stack.push_back(std::move(v));
         break;
       }
-      case 'G': {                                          // BINFLOAT (big-endian)
+      case 'G': {  // BINFLOAT (big-endian)
         need(8);
         std::uint64_t raw = 0;
         for (int i = 0; i < 8; ++i) raw = (raw << 8) | static_cast<unsigned char>(pickle[at + i]);
@@ -271,21 +294,31 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
         stack.push_back(std::move(v));
         break;
       }
-      case 'X': case 0x8c: case 'U': case 'T': {           // BINUNICODE, SHORT_BINUNICODE, SHORT_BINSTRING, BINSTRING
+      case 'X':
+      case 0x8c:
+      case 'U':
+      case 'T': {  // BINUNICODE, SHORT_BINUNICODE, SHORT_BINSTRING, BINSTRING
         PickleValue v = PickleValue::of(Kind::string);
         v.text = read_text(read_uint(op == 0x8c || op == 'U' ? 1 : 4));
         stack.push_back(std::move(v));
         break;
       }
-      case 'q': case 'r': memo[read_uint(op == 'q' ? 1 : 4)] = stack.empty() ? (fail("BINPUT on an empty stack"), PickleValue{}) : stack.back(); break;
-      case 0x94: memo[memo.size()] = stack.empty() ? (fail("MEMOIZE on an empty stack"), PickleValue{}) : stack.back(); break;
-      case 'h': case 'j': {                                // BINGET, LONG_BINGET
+      case 'q':
+      case 'r':
+        memo[read_uint(op == 'q' ? 1 : 4)] =
+            stack.empty() ? (fail("BINPUT on an empty stack"), PickleValue{}) : stack.back();
+        break;
+      case 0x94:
+        memo[memo.size()] = stack.empty() ? (fail("MEMOIZE on an empty stack"), PickleValue{}) : stack.back();
+        break;
+      case 'h':
+      case 'j': {  // BINGET, LONG_BINGET
         auto it = memo.find(read_uint(op == 'h' ? 1 : 4));
         if (it == memo.end()) fail(fmt::format("memo lookup of an unset slot at byte {}", at));
         stack.push_back(it->second);
         break;
       }
-      case 'c': {                                          // GLOBAL "module\nname\n"
+      case 'c': {  // GLOBAL "module\nname\n"
         auto line = [&] {
           const auto end = pickle.find('\n', at);
           if (end == std::string_view::npos) fail("GLOBAL without a newline");
@@ -296,14 +329,16 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
         const std::string module = line(), name = line(), global = module + "." + name;
         if (global != "collections.OrderedDict" && global != "torch._utils._rebuild_tensor_v2" &&
             global != "torch._utils._rebuild_parameter" && !storage_types.count(global))
-          fail(fmt::format("the pickle asks for the global '{}', which is outside the allowed set (OrderedDict, "
-                           "_rebuild_tensor_v2, _rebuild_parameter, torch.*Storage); refusing to load it", global));
+          fail(
+              fmt::format("the pickle asks for the global '{}', which is outside the allowed set (OrderedDict, "
+                          "_rebuild_tensor_v2, _rebuild_parameter, torch.*Storage); refusing to load it",
+                          global));
         PickleValue v = PickleValue::of(Kind::global);
         v.text = global;
         stack.push_back(std::move(v));
         break;
       }
-      case 'Q': {                                          // BINPERSID: ('storage', type, key, location, numel)
+      case 'Q': {  // BINPERSID: ('storage', type, key, location, numel)
         PickleValue id = pop();
         if (id.kind != Kind::tuple || id.items->size() != 5 || (*id.items)[0].text != "storage" ||
             (*id.items)[1].kind != Kind::global || !storage_types.count((*id.items)[1].text) ||
@@ -314,9 +349,10 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
         stack.push_back(std::move(v));
         break;
       }
-      case 'R': {                                          // REDUCE
+      case 'R': {  // REDUCE
         PickleValue args = pop(), callable = pop();
-        if (callable.kind != Kind::global || args.kind != Kind::tuple) fail("REDUCE of something that is not an allowed global");
+        if (callable.kind != Kind::global || args.kind != Kind::tuple)
+          fail("REDUCE of something that is not an allowed global");
         auto& a = *args.items;
         if (callable.text == "collections.OrderedDict") {
           if (!a.empty()) fail("OrderedDict called with arguments");
@@ -334,9 +370,11 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
             if (size[d] > 0) last += (size[d] - 1) * stride[d];
           }
           if (numel > 0 && last >= a[0].tensor.numel())
-            fail(fmt::format("_rebuild_tensor_v2: the view reaches element {} of a {}-element storage", last, a[0].tensor.numel()));
+            fail(fmt::format("_rebuild_tensor_v2: the view reaches element {} of a {}-element storage", last,
+                             a[0].tensor.numel()));
           PickleValue v = PickleValue::of(Kind::tensor);
-          v.tensor = numel == 0 ? torch::empty(size, a[0].tensor.options()) : a[0].tensor.as_strided(size, stride, a[1].integer);
+          v.tensor = numel == 0 ? torch::empty(size, a[0].tensor.options())
+                                : a[0].tensor.as_strided(size, stride, a[1].integer);
           stack.push_back(std::move(v));
         } else if (callable.text == "torch._utils._rebuild_parameter") {
           if (a.empty() || a[0].kind != Kind::tensor) fail("_rebuild_parameter called without a tensor");
@@ -346,38 +384,40 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
         }
         break;
       }
-      case 's': {                                          // SETITEM
+      case 's': {  // SETITEM
         PickleValue value = pop(), key = pop();
         if (stack.empty()) fail("SETITEM without a dict");
         set_item(stack.back(), std::move(key), std::move(value));
         break;
       }
-      case 'u': {                                          // SETITEMS
+      case 'u': {  // SETITEMS
         auto items = pop_mark();
         if (items.size() % 2) fail("SETITEMS with an odd number of items");
         if (stack.empty()) fail("SETITEMS without a dict");
-        for (std::size_t i = 0; i < items.size(); i += 2) set_item(stack.back(), std::move(items[i]), std::move(items[i + 1]));
+        for (std::size_t i = 0; i < items.size(); i += 2)
+          set_item(stack.back(), std::move(items[i]), std::move(items[i + 1]));
         break;
       }
-      case 'a': {                                          // APPEND
+      case 'a': {  // APPEND
         PickleValue value = pop();
         if (stack.empty() || stack.back().kind != Kind::list) fail("APPEND to something that is not a list");
         stack.back().items->push_back(std::move(value));
         break;
       }
-      case 'e': {                                          // APPENDS
+      case 'e': {  // APPENDS
         auto items = pop_mark();
         if (stack.empty() || stack.back().kind != Kind::list) fail("APPENDS to something that is not a list");
         for (auto& item : items) stack.back().items->push_back(std::move(item));
         break;
       }
-      case 'b': {                                          // BUILD: state for a dict (e.g. _metadata) is ignored
+      case 'b': {  // BUILD: state for a dict (e.g. _metadata) is ignored
         pop();
         if (stack.empty() || (stack.back().kind != Kind::dict && stack.back().kind != Kind::tensor))
           fail("BUILD on something other than a dict or tensor");
         break;
       }
-      default: fail(fmt::format("opcode 0x{:02x} at byte {} is not allowed in a state dict pickle", op, at - 1));
+      default:
+        fail(fmt::format("opcode 0x{:02x} at byte {} is not allowed in a state dict pickle", op, at - 1));
     }
     if (stack.size() > (1u << 24)) fail("the pickle's stack grows beyond any state dict");
   }
@@ -388,8 +428,9 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
 inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const std::filesystem::path& path) {
   auto file = MappedFile::open(path);
   if (file->size() >= 2 && file->bytes().substr(0, 2) != "PK")
-    throw CheckpointError(CheckpointErrorKind::archive, path,
-                          "not a zip archive: legacy (pre-1.6) torch.save files are not supported; re-save with torch.save");
+    throw CheckpointError(
+        CheckpointErrorKind::archive, path,
+        "not a zip archive: legacy (pre-1.6) torch.save files are not supported; re-save with torch.save");
   const auto records = read_zip_directory(file->bytes(), path);
   const ZipRecord* pickle = nullptr;
   for (const auto& [name, record] : records) {
@@ -399,17 +440,19 @@ inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const s
       pickle = &record;
     }
   }
-  if (!pickle) throw CheckpointError(CheckpointErrorKind::archive, path, "no <folder>/data.pkl record: not a torch.save archive");
+  if (!pickle)
+    throw CheckpointError(CheckpointErrorKind::archive, path, "no <folder>/data.pkl record: not a torch.save archive");
   const std::string prefix = pickle->name.substr(0, pickle->name.find('/'));
   auto storage = [&](const std::string& key, torch::ScalarType dtype, std::int64_t numel) {
     auto it = records.find(prefix + "/data/" + key);
     if (it == records.end())
-      throw CheckpointError(CheckpointErrorKind::archive, path, fmt::format("the pickle names storage '{}', which has no record", key));
+      throw CheckpointError(CheckpointErrorKind::archive, path,
+                            fmt::format("the pickle names storage '{}', which has no record", key));
     const auto bytes = detail::checked_mul(static_cast<std::uint64_t>(numel), c10::elementSize(dtype));
     if (!bytes || *bytes > it->second.size)
       throw CheckpointError(CheckpointErrorKind::size, path,
-                            fmt::format("storage '{}' needs {} elements of {} but its record holds {} bytes", key, numel,
-                                        c10::toString(dtype), it->second.size));
+                            fmt::format("storage '{}' needs {} elements of {} but its record holds {} bytes", key,
+                                        numel, c10::toString(dtype), it->second.size));
     return detail::tensor_over(file->data() + it->second.offset, {numel}, dtype, file);
   };
   return unpickle_state_dict(file->bytes().substr(pickle->offset, pickle->size), path, storage);

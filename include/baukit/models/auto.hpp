@@ -6,13 +6,12 @@
 /// @endcode
 #pragma once
 
+#include <fmt/format.h>
+
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/models/gptj.hpp>
-
-#include <fmt/format.h>
-
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -22,15 +21,18 @@
 namespace baukit::models {
 
 /// Loads a model of family `model_type` from a checkpoint directory.
-using FamilyLoader = std::function<std::shared_ptr<CausalLM>(const std::filesystem::path& directory, torch::Device device)>;
+using FamilyLoader =
+    std::function<std::shared_ptr<CausalLM>(const std::filesystem::path& directory, torch::Device device)>;
 
 /// The families `from_pretrained` knows, by `model_type`.
 inline const std::map<std::string, FamilyLoader>& families() {
   static const std::map<std::string, FamilyLoader> loaders = {
-      {"gpt2", [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
+      {"gpt2",
+       [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
          return GPT2LMHeadModelImpl::from_pretrained(dir, device);
        }},
-      {"gptj", [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
+      {"gptj",
+       [](const std::filesystem::path& dir, torch::Device device) -> std::shared_ptr<CausalLM> {
          return GPTJForCausalLMImpl::from_pretrained(dir, device);
        }},
   };
@@ -39,7 +41,8 @@ inline const std::map<std::string, FamilyLoader>& families() {
 
 /// Loads the checkpoint in `directory`, choosing the family by `config.json`'s `model_type`; an unknown family
 /// fails by name, listing the known ones. The model is in eval mode.
-inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU) {
+inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& directory,
+                                                 torch::Device device = torch::kCPU) {
   const auto config = ConfigFile::read(directory);
   if (!config.json.contains("model_type")) config.fail("model_type", "is missing: cannot tell the model family");
   const auto type = config.get<std::string>("model_type", "");
@@ -48,7 +51,8 @@ inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& di
   if (it == known.end()) {
     std::vector<std::string> names;
     for (const auto& [name, loader] : known) names.push_back(name);
-    config.fail("model_type", fmt::format("is '{}', which baukit-cpp does not know (known: {})", type, fmt::join(names, ", ")));
+    config.fail("model_type",
+                fmt::format("is '{}', which baukit-cpp does not know (known: {})", type, fmt::join(names, ", ")));
   }
   return it->second(directory, device);
 }

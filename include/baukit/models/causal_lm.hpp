@@ -25,17 +25,18 @@ struct KVCache {
 /// Token positions and the attention mask for a causal forward, as every family computes them.
 struct CausalInputs {
   torch::Tensor positions;  ///< [batch or 1, tokens]: each token's position, counting only real tokens before it.
-  torch::Tensor mask;       ///< [batch or 1, 1, tokens, past + tokens], true where a query may not look; undefined: none.
+  torch::Tensor mask;  ///< [batch or 1, 1, tokens, past + tokens], true where a query may not look; undefined: none.
 };
 
 /// Positions and mask for `input_ids` [batch, tokens] after `past` cached positions. The causal mask is aligned
 /// bottom-right (query i sees keys up to past + i), so a key/value cache gives the same result as recomputation;
 /// `attention_mask` [batch, past + tokens] (1 = token, 0 = padding) masks left padding and shifts positions.
-inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, int64_t past, int64_t max_positions,
-                                  const std::string& family) {
+inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, int64_t past,
+                                  int64_t max_positions, const std::string& family) {
   const int64_t tokens = input_ids.size(1);
   if (past + tokens > max_positions)
-    throw std::invalid_argument(fmt::format("{}: {} tokens (with {} cached) exceed n_positions = {}", family, tokens, past, max_positions));
+    throw std::invalid_argument(
+        fmt::format("{}: {} tokens (with {} cached) exceed n_positions = {}", family, tokens, past, max_positions));
   const auto options = torch::TensorOptions().device(input_ids.device());
   CausalInputs inputs;
   if (attention_mask.defined()) {
@@ -45,7 +46,9 @@ inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::T
     inputs.positions = torch::arange(past, past + tokens, options.dtype(torch::kLong)).unsqueeze(0);
   }
   if (tokens > 1) {
-    auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool)).triu(past + 1).view({1, 1, tokens, past + tokens});
+    auto causal = torch::ones({tokens, past + tokens}, options.dtype(torch::kBool))
+                      .triu(past + 1)
+                      .view({1, 1, tokens, past + tokens});
     inputs.mask = inputs.mask.defined() ? (inputs.mask | causal) : causal;
   }
   return inputs;
@@ -53,10 +56,11 @@ inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::T
 
 /// Where a family keeps what the lens needs: every name is a module name for `Trace`.
 struct LensLayout {
-  std::vector<std::string> blocks;  ///< The blocks, in order, whose outputs are the residual stream (`transformer.h.N`).
-  std::string embedding;            ///< The module whose output is the stream before block 0 (`transformer.drop`).
-  std::string final_norm;           ///< The final normalisation (`transformer.ln_f`).
-  std::string unembedding;          ///< The unembedding (`lm_head`).
+  std::vector<std::string>
+      blocks;               ///< The blocks, in order, whose outputs are the residual stream (`transformer.h.N`).
+  std::string embedding;    ///< The module whose output is the stream before block 0 (`transformer.drop`).
+  std::string final_norm;   ///< The final normalisation (`transformer.ln_f`).
+  std::string unembedding;  ///< The unembedding (`lm_head`).
   /// Per block, the module whose output, added to the block's input, is the stream after attention
   /// (`transformer.h.N.attn`); empty where the family has no such point (parallel attention and MLP).
   std::vector<std::string> attention;
@@ -70,7 +74,8 @@ class CausalLM {
 
   /// Logits [batch, tokens, vocab] for `input_ids` [batch, tokens]. `attention_mask` [batch, past + tokens]
   /// (1 = token, 0 = padding) may be undefined; `cache` may be null, else it is read and extended.
-  virtual torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) = 0;
+  virtual torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                KVCache* cache) = 0;
 
   /// The model as a module, for tracing and utilities.
   virtual torch::nn::Module& module() = 0;

@@ -8,38 +8,37 @@
 /// @endcode
 #pragma once
 
+#include <torch/torch.h>
+
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/io/safetensors.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
-
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace baukit::models {
 
 /// GPT-2's hyperparameters, with Hugging Face's names and defaults.
 struct GPT2Config {
-  int64_t vocab_size = 50257;                   ///< Vocabulary size.
-  int64_t n_positions = 1024;                   ///< Longest sequence.
-  int64_t n_embd = 768;                         ///< Width of the residual stream.
-  int64_t n_layer = 12;                         ///< Number of blocks.
-  int64_t n_head = 12;                          ///< Attention heads per block.
-  int64_t n_inner = 0;                          ///< MLP width; 0 means 4 * n_embd.
-  std::string activation_function = "gelu_new"; ///< MLP activation.
-  double layer_norm_epsilon = 1e-5;             ///< LayerNorm epsilon.
-  double resid_pdrop = 0.1;                     ///< Dropout after attention and MLP (training only).
-  double embd_pdrop = 0.1;                      ///< Dropout after the embeddings (training only).
-  double attn_pdrop = 0.1;                      ///< Dropout on attention probabilities (training only).
-  bool scale_attn_weights = true;               ///< Scale scores by 1/sqrt(head_dim).
-  bool scale_attn_by_inverse_layer_idx = false; ///< Also scale scores by 1/(layer index + 1).
-  bool tie_word_embeddings = true;              ///< `lm_head` shares `wte`'s weight.
+  int64_t vocab_size = 50257;                    ///< Vocabulary size.
+  int64_t n_positions = 1024;                    ///< Longest sequence.
+  int64_t n_embd = 768;                          ///< Width of the residual stream.
+  int64_t n_layer = 12;                          ///< Number of blocks.
+  int64_t n_head = 12;                           ///< Attention heads per block.
+  int64_t n_inner = 0;                           ///< MLP width; 0 means 4 * n_embd.
+  std::string activation_function = "gelu_new";  ///< MLP activation.
+  double layer_norm_epsilon = 1e-5;              ///< LayerNorm epsilon.
+  double resid_pdrop = 0.1;                      ///< Dropout after attention and MLP (training only).
+  double embd_pdrop = 0.1;                       ///< Dropout after the embeddings (training only).
+  double attn_pdrop = 0.1;                       ///< Dropout on attention probabilities (training only).
+  bool scale_attn_weights = true;                ///< Scale scores by 1/sqrt(head_dim).
+  bool scale_attn_by_inverse_layer_idx = false;  ///< Also scale scores by 1/(layer index + 1).
+  bool tie_word_embeddings = true;               ///< `lm_head` shares `wte`'s weight.
 
   /// The MLP width.
   [[nodiscard]] int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
@@ -65,9 +64,11 @@ struct GPT2Config {
     c.embd_pdrop = file.get<double>("embd_pdrop", c.embd_pdrop);
     c.attn_pdrop = file.get<double>("attn_pdrop", c.attn_pdrop);
     c.scale_attn_weights = file.get<bool>("scale_attn_weights", c.scale_attn_weights);
-    c.scale_attn_by_inverse_layer_idx = file.get<bool>("scale_attn_by_inverse_layer_idx", c.scale_attn_by_inverse_layer_idx);
+    c.scale_attn_by_inverse_layer_idx =
+        file.get<bool>("scale_attn_by_inverse_layer_idx", c.scale_attn_by_inverse_layer_idx);
     c.tie_word_embeddings = file.get<bool>("tie_word_embeddings", c.tie_word_embeddings);
-    if (file.get<bool>("add_cross_attention", false)) file.fail("add_cross_attention", "is true: cross-attention is not supported");
+    if (file.get<bool>("add_cross_attention", false))
+      file.fail("add_cross_attention", "is true: cross-attention is not supported");
     if (c.n_embd % c.n_head != 0)
       file.fail("n_embd", fmt::format("{} is not divisible by n_head {}", c.n_embd, c.n_head));
     return c;
@@ -114,7 +115,9 @@ class GPT2AttentionImpl : public torch::nn::Cloneable<GPT2AttentionImpl> {
   /// (undefined: nothing masked); `cache` extended with this call's keys and values when given.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask, KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2), heads = config_.n_head;
-    auto split_heads = [&](const torch::Tensor& t) { return t.view({batch, tokens, heads, width / heads}).transpose(1, 2); };
+    auto split_heads = [&](const torch::Tensor& t) {
+      return t.view({batch, tokens, heads, width / heads}).transpose(1, 2);
+    };
     const auto qkv = c_attn(x).split(width, 2);
     auto q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);
     if (cache) {
@@ -136,8 +139,8 @@ class GPT2AttentionImpl : public torch::nn::Cloneable<GPT2AttentionImpl> {
     return resid_dropout(c_proj(y));
   }
 
-  Conv1D c_attn{nullptr};          ///< x -> q, k, v
-  Conv1D c_proj{nullptr};          ///< heads -> residual
+  Conv1D c_attn{nullptr};                ///< x -> q, k, v
+  Conv1D c_proj{nullptr};                ///< heads -> residual
   TracedDropout attn_dropout{nullptr};   ///< On attention probabilities.
   TracedDropout resid_dropout{nullptr};  ///< On the output.
 
@@ -220,22 +223,24 @@ class GPT2ModelImpl : public torch::nn::Cloneable<GPT2ModelImpl> {
     drop = register_module("drop", TracedDropout(config_.embd_pdrop));
     h = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < config_.n_layer; ++i) h->push_back(GPT2Block(config_, i));
-    ln_f = register_module("ln_f", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
+    ln_f = register_module(
+        "ln_f", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
   }
 
   /// Hidden states after `ln_f` [batch, tokens, n_embd]; arguments as for `CausalLM::forward`.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
-    const auto [positions, mask] = causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-2");
+    const auto [positions, mask] =
+        causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-2");
     auto x = drop(wte(input_ids) + wpe(positions));
     for (const auto& block : *h) x = block->as<GPT2Block::Impl>()->forward(x, mask, cache);
     return ln_f(x);
   }
 
-  TracedEmbedding wte{nullptr};         ///< Token embedding [vocab, n_embd].
-  TracedEmbedding wpe{nullptr};         ///< Position embedding [n_positions, n_embd].
-  TracedDropout drop{nullptr};          ///< After the embeddings; its output is the stream before block 0.
-  torch::nn::ModuleList h{nullptr};     ///< The blocks, `GPT2Block`.
-  TracedLayerNorm ln_f{nullptr};        ///< The final LayerNorm.
+  TracedEmbedding wte{nullptr};      ///< Token embedding [vocab, n_embd].
+  TracedEmbedding wpe{nullptr};      ///< Position embedding [n_positions, n_embd].
+  TracedDropout drop{nullptr};       ///< After the embeddings; its output is the stream before block 0.
+  torch::nn::ModuleList h{nullptr};  ///< The blocks, `GPT2Block`.
+  TracedLayerNorm ln_f{nullptr};     ///< The final LayerNorm.
 
  private:
   GPT2Config config_;
@@ -251,8 +256,9 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   /// Registers the submodules; `lm_head` shares `wte`'s weight when tied.
   void reset() override {
     transformer = register_module("transformer", GPT2Model(config));
-    lm_head = register_module("lm_head", Linear(config.n_embd, config.vocab_size, false,
-                                                config.tie_word_embeddings ? transformer->wte->weight : torch::Tensor()));
+    lm_head =
+        register_module("lm_head", Linear(config.n_embd, config.vocab_size, false,
+                                          config.tie_word_embeddings ? transformer->wte->weight : torch::Tensor()));
   }
 
   /// Logits [batch, tokens, vocab].
@@ -262,7 +268,8 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
 
   /// Loads `directory` (`config.json` and the weights) as `GPT2LMHeadModel.from_pretrained` does, in eval mode.
   static std::shared_ptr<GPT2LMHeadModelImpl> from_pretrained(const std::filesystem::path& directory,
-                                                              torch::Device device = torch::kCPU, bool check_finite = true) {
+                                                              torch::Device device = torch::kCPU,
+                                                              bool check_finite = true) {
     auto model = std::make_shared<GPT2LMHeadModelImpl>(GPT2Config::from_pretrained(directory));
     const auto state = io::read_checkpoint(directory);
     auto options = io::LoadOptions()
@@ -335,9 +342,9 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   /// "gpt2".
   [[nodiscard]] std::string model_type() const override { return "gpt2"; }
 
-  GPT2Config config;                ///< Hyperparameters.
-  GPT2Model transformer{nullptr};   ///< The body.
-  Linear lm_head{nullptr};          ///< The unembedding [vocab, n_embd].
+  GPT2Config config;               ///< Hyperparameters.
+  GPT2Model transformer{nullptr};  ///< The body.
+  Linear lm_head{nullptr};         ///< The unembedding [vocab, n_embd].
 };
 /// Holder of `GPT2LMHeadModelImpl`, as `TORCH_MODULE` makes, plus `from_pretrained`.
 class GPT2LMHeadModel : public torch::nn::ModuleHolder<GPT2LMHeadModelImpl> {

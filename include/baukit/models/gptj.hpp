@@ -9,13 +9,12 @@
 /// @endcode
 #pragma once
 
+#include <torch/torch.h>
+
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
-
-#include <torch/torch.h>
-
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -25,18 +24,18 @@ namespace baukit::models {
 
 /// GPT-J's hyperparameters, with Hugging Face's names and defaults (GPT-J-6B's).
 struct GPTJConfig {
-  int64_t vocab_size = 50400;                    ///< Vocabulary size (GPT-2's 50257 plus added tokens).
-  int64_t n_positions = 2048;                    ///< Longest sequence.
-  int64_t n_embd = 4096;                         ///< Width of the residual stream.
-  int64_t n_layer = 28;                          ///< Number of blocks.
-  int64_t n_head = 16;                           ///< Attention heads per block.
-  int64_t rotary_dim = 64;                       ///< Dimensions of each head that are rotated.
-  int64_t n_inner = 0;                           ///< MLP width; 0 means 4 * n_embd.
-  std::string activation_function = "gelu_new";  ///< MLP activation.
-  double layer_norm_epsilon = 1e-5;              ///< LayerNorm epsilon.
-  double resid_pdrop = 0.0;                      ///< Dropout after attention and MLP (training only).
-  double embd_pdrop = 0.0;                       ///< Dropout after the embedding (training only).
-  double attn_pdrop = 0.0;                       ///< Dropout on attention probabilities (training only).
+  int64_t vocab_size = 50400;                        ///< Vocabulary size (GPT-2's 50257 plus added tokens).
+  int64_t n_positions = 2048;                        ///< Longest sequence.
+  int64_t n_embd = 4096;                             ///< Width of the residual stream.
+  int64_t n_layer = 28;                              ///< Number of blocks.
+  int64_t n_head = 16;                               ///< Attention heads per block.
+  int64_t rotary_dim = 64;                           ///< Dimensions of each head that are rotated.
+  int64_t n_inner = 0;                               ///< MLP width; 0 means 4 * n_embd.
+  std::string activation_function = "gelu_new";      ///< MLP activation.
+  double layer_norm_epsilon = 1e-5;                  ///< LayerNorm epsilon.
+  double resid_pdrop = 0.0;                          ///< Dropout after attention and MLP (training only).
+  double embd_pdrop = 0.0;                           ///< Dropout after the embedding (training only).
+  double attn_pdrop = 0.0;                           ///< Dropout on attention probabilities (training only).
   torch::ScalarType weight_dtype = torch::kFloat32;  ///< How linear and embedding weights are kept in memory.
 
   /// The MLP width.
@@ -47,7 +46,8 @@ struct GPTJConfig {
   static GPTJConfig from_pretrained(const std::filesystem::path& directory) {
     const auto file = ConfigFile::read(directory);
     GPTJConfig c;
-    if (const auto type = file.get<std::string>("model_type", "gptj"); type != "gptj") file.fail("model_type", fmt::format("is '{}', not 'gptj'", type));
+    if (const auto type = file.get<std::string>("model_type", "gptj"); type != "gptj")
+      file.fail("model_type", fmt::format("is '{}', not 'gptj'", type));
     c.vocab_size = file.positive("vocab_size", c.vocab_size);
     c.n_positions = file.positive("n_positions", c.n_positions);
     c.n_embd = file.positive("n_embd", c.n_embd);
@@ -62,11 +62,15 @@ struct GPTJConfig {
     c.resid_pdrop = file.get<double>("resid_pdrop", c.resid_pdrop);
     c.embd_pdrop = file.get<double>("embd_pdrop", c.embd_pdrop);
     c.attn_pdrop = file.get<double>("attn_pdrop", c.attn_pdrop);
-    if (!file.get<bool>("rotary", true)) file.fail("rotary", "is false: GPT-J without rotary embedding is not supported");
-    if (file.get<bool>("tie_word_embeddings", false)) file.fail("tie_word_embeddings", "is true: GPT-J's lm_head is untied");
-    if (c.n_embd % c.n_head != 0) file.fail("n_embd", fmt::format("{} is not divisible by n_head {}", c.n_embd, c.n_head));
+    if (!file.get<bool>("rotary", true))
+      file.fail("rotary", "is false: GPT-J without rotary embedding is not supported");
+    if (file.get<bool>("tie_word_embeddings", false))
+      file.fail("tie_word_embeddings", "is true: GPT-J's lm_head is untied");
+    if (c.n_embd % c.n_head != 0)
+      file.fail("n_embd", fmt::format("{} is not divisible by n_head {}", c.n_embd, c.n_head));
     if (c.rotary_dim > c.n_embd / c.n_head || c.rotary_dim % 2 != 0)
-      file.fail("rotary_dim", fmt::format("{} must be even and at most the head size {}", c.rotary_dim, c.n_embd / c.n_head));
+      file.fail("rotary_dim",
+                fmt::format("{} must be even and at most the head size {}", c.rotary_dim, c.n_embd / c.n_head));
     const auto dtype = file.get<std::string>("torch_dtype", "float32");
     c.weight_dtype = dtype == "float16" ? torch::kFloat16 : dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
     return c;
@@ -82,9 +86,10 @@ inline torch::Tensor rotate_every_two(const torch::Tensor& x) {
 /// Rotary position embedding on `x` [batch, tokens, heads, rotary_dim] at `positions` [batch, tokens].
 inline torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t dim = x.size(-1);
-  const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, x.options().dtype(torch::kFloat32)) / static_cast<double>(dim));
-  const auto angles = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;            // [batch, tokens, dim/2]
-  const auto sin = angles.sin().repeat_interleave(2, -1).unsqueeze(2);                    // [batch, tokens, 1, dim]
+  const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, x.options().dtype(torch::kFloat32)) /
+                                                      static_cast<double>(dim));
+  const auto angles = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [batch, tokens, dim/2]
+  const auto sin = angles.sin().repeat_interleave(2, -1).unsqueeze(2);         // [batch, tokens, 1, dim]
   const auto cos = angles.cos().repeat_interleave(2, -1).unsqueeze(2);
   return x * cos + rotate_every_two(x) * sin;
 }
@@ -105,8 +110,10 @@ class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
     resid_dropout = register_module("resid_dropout", TracedDropout(config_.resid_pdrop));
   }
   /// `x` [batch, tokens, n_embd]; `positions` [batch, tokens]; `mask` true where a query may not look.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask, KVCache* cache) {
-    const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2), heads = config_.n_head, head_dim = width / heads;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask,
+                        KVCache* cache) {
+    const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2), heads = config_.n_head,
+                  head_dim = width / heads;
     auto split = [&](const torch::Tensor& t) { return t.view({batch, tokens, heads, head_dim}); };
     auto rotate = [&](const torch::Tensor& t) {  // the first rotary_dim dimensions of each head turn with position
       const auto turned = apply_rotary(t.slice(-1, 0, config_.rotary_dim), positions);
@@ -151,9 +158,11 @@ class GPTJMLPImpl : public torch::nn::Cloneable<GPTJMLPImpl> {
   explicit GPTJMLPImpl(const GPTJConfig& config) : config_(config) { reset(); }
   /// Registers the submodules.
   void reset() override {
-    fc_in = register_module("fc_in", Linear(config_.n_embd, config_.inner(), true, torch::Tensor(), config_.weight_dtype));
+    fc_in =
+        register_module("fc_in", Linear(config_.n_embd, config_.inner(), true, torch::Tensor(), config_.weight_dtype));
     act = register_module("act", Activation(config_.activation_function));
-    fc_out = register_module("fc_out", Linear(config_.inner(), config_.n_embd, true, torch::Tensor(), config_.weight_dtype));
+    fc_out =
+        register_module("fc_out", Linear(config_.inner(), config_.n_embd, true, torch::Tensor(), config_.weight_dtype));
     dropout = register_module("dropout", TracedDropout(config_.resid_pdrop));
   }
   /// dropout(fc_out(act(fc_in(x)))).
@@ -177,12 +186,14 @@ class GPTJBlockImpl : public torch::nn::Cloneable<GPTJBlockImpl> {
   GPTJBlockImpl(const GPTJConfig& config, int64_t layer_idx) : config_(config), layer_idx_(layer_idx) { reset(); }
   /// Registers the submodules.
   void reset() override {
-    ln_1 = register_module("ln_1", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
+    ln_1 = register_module(
+        "ln_1", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
     attn = register_module("attn", GPTJAttention(config_, layer_idx_));
     mlp = register_module("mlp", GPTJMLP(config_));
   }
   /// The block; arguments as for `GPTJAttentionImpl::forward`.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask, KVCache* cache) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask,
+                        KVCache* cache) {
     const auto h = ln_1(x);
     return x + attn(h, positions, mask, cache) + mlp(h);
   }
@@ -206,15 +217,18 @@ class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
   /// Registers the submodules (the embedding uninitialised, kept as `weight_dtype`).
   void reset() override {
     wte = register_module("wte", TracedEmbedding(torch::nn::EmbeddingOptions(config_.vocab_size, config_.n_embd)
-                                                     ._weight(torch::empty({config_.vocab_size, config_.n_embd}, torch::dtype(config_.weight_dtype)))));
+                                                     ._weight(torch::empty({config_.vocab_size, config_.n_embd},
+                                                                           torch::dtype(config_.weight_dtype)))));
     drop = register_module("drop", TracedDropout(config_.embd_pdrop));
     h = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < config_.n_layer; ++i) h->push_back(GPTJBlock(config_, i));
-    ln_f = register_module("ln_f", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
+    ln_f = register_module(
+        "ln_f", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
   }
   /// Hidden states after `ln_f`, float32; arguments as for `CausalLM::forward`.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
-    const auto [positions, mask] = causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-J");
+    const auto [positions, mask] =
+        causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-J");
     auto x = drop(wte(input_ids).to(torch::kFloat32));
     for (const auto& block : *h) x = block->as<GPTJBlock::Impl>()->forward(x, positions, mask, cache);
     return ln_f(x);
@@ -239,7 +253,8 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   /// Registers the submodules.
   void reset() override {
     transformer = register_module("transformer", GPTJModel(config));
-    lm_head = register_module("lm_head", Linear(config.n_embd, config.vocab_size, true, torch::Tensor(), config.weight_dtype));
+    lm_head = register_module("lm_head",
+                              Linear(config.n_embd, config.vocab_size, true, torch::Tensor(), config.weight_dtype));
   }
   /// Logits [batch, tokens, vocab], float32.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) override {
@@ -247,12 +262,16 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   }
 
   /// Loads `directory` as `GPTJForCausalLM.from_pretrained` does, in eval mode; F16/BF16 weights stay mapped.
-  static std::shared_ptr<GPTJForCausalLMImpl> from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU,
-                                                             bool check_finite = true) {
+  static std::shared_ptr<GPTJForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
+                                                              torch::Device device = torch::kCPU,
+                                                              bool check_finite = true) {
     auto model = std::make_shared<GPTJForCausalLMImpl>(GPTJConfig::from_pretrained(directory));
     const auto state = io::read_checkpoint(directory);
     io::load_state_dict(*model, state,
-                        io::LoadOptions().optional_prefix("transformer.").ignore(R"(\.attn\.(masked_)?bias$)").check_finite(check_finite),
+                        io::LoadOptions()
+                            .optional_prefix("transformer.")
+                            .ignore(R"(\.attn\.(masked_)?bias$)")
+                            .check_finite(check_finite),
                         directory);
     model->eval();
     if (device != torch::kCPU) model->to(device);
@@ -290,7 +309,8 @@ class GPTJForCausalLM : public torch::nn::ModuleHolder<GPTJForCausalLMImpl> {
  public:
   using torch::nn::ModuleHolder<GPTJForCausalLMImpl>::ModuleHolder;
   /// Loads a checkpoint directory; see `GPTJForCausalLMImpl::from_pretrained`.
-  static GPTJForCausalLM from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU, bool check_finite = true) {
+  static GPTJForCausalLM from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU,
+                                         bool check_finite = true) {
     return GPTJForCausalLM(GPTJForCausalLMImpl::from_pretrained(directory, device, check_finite));
   }
 };

@@ -3,11 +3,10 @@
 /// tied, and named activations. All traceable; none initialises weights a checkpoint will overwrite.
 #pragma once
 
-#include <baukit/hook.hpp>
-
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <baukit/hook.hpp>
 #include <set>
 #include <string>
 
@@ -18,7 +17,9 @@ namespace baukit::models {
 class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
  public:
   /// A layer from `in_features` to `out_features`.
-  Conv1DImpl(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) { reset(); }
+  Conv1DImpl(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {
+    reset();
+  }
   /// Registers `weight` [in, out] and `bias` [out].
   void reset() override {
     weight = register_parameter("weight", torch::empty({in_features_, out_features_}));
@@ -31,7 +32,9 @@ class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
     return torch::addmm(bias, x.reshape({-1, in_features_}), weight).view(shape);
   }
   /// Prints `Conv1D(in=..., out=...)`.
-  void pretty_print(std::ostream& stream) const override { stream << "Conv1D(in=" << in_features_ << ", out=" << out_features_ << ")"; }
+  void pretty_print(std::ostream& stream) const override {
+    stream << "Conv1D(in=" << in_features_ << ", out=" << out_features_ << ")";
+  }
 
   torch::Tensor weight;  ///< [in, out]
   torch::Tensor bias;    ///< [out]
@@ -50,13 +53,18 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   /// stored as `dtype` (e.g. F16, memory-mapped from a checkpoint) and computed in the input's dtype.
   LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = false, torch::Tensor tied_weight = {},
              torch::ScalarType dtype = torch::kFloat32)
-      : in_features_(in_features), out_features_(out_features), with_bias_(with_bias), tied_(std::move(tied_weight)), dtype_(dtype) {
+      : in_features_(in_features),
+        out_features_(out_features),
+        with_bias_(with_bias),
+        tied_(std::move(tied_weight)),
+        dtype_(dtype) {
     reset();
   }
   /// Registers `weight` [out, in] (the tied tensor when given) and, if asked for, `bias` [out].
   void reset() override {
     const auto options = torch::TensorOptions().dtype(dtype_);
-    weight = register_parameter("weight", tied_.defined() ? tied_ : torch::empty({out_features_, in_features_}, options));
+    weight =
+        register_parameter("weight", tied_.defined() ? tied_ : torch::empty({out_features_, in_features_}, options));
     if (with_bias_) bias = register_parameter("bias", torch::empty({out_features_}, options));
   }
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
@@ -86,7 +94,8 @@ class ActivationImpl : public torch::nn::Cloneable<ActivationImpl> {
  public:
   /// The names accepted.
   static const std::set<std::string>& supported() {
-    static const std::set<std::string> names = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu", "swish"};
+    static const std::set<std::string> names = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "relu", "silu",
+                                                "swish"};
     return names;
   }
   /// The activation `name`; throws naming it if unsupported.
