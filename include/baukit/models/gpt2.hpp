@@ -15,6 +15,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
+#include <baukit/models/save.hpp>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -286,35 +287,14 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   /// Writes `config.json` and `model.safetensors` (names with the `transformer.` prefix; a tied `lm_head`
   /// is not stored), stored as `dtype`.
   void save_pretrained(const std::filesystem::path& directory, torch::ScalarType dtype = torch::kFloat32) {
-    std::filesystem::create_directories(directory);
-    std::vector<std::pair<std::string, torch::Tensor>> tensors;
-    for (const auto& item : named_parameters(true)) {
-      if (config.tie_word_embeddings && item.key() == "lm_head.weight") continue;
-      tensors.emplace_back(item.key(), item.value().detach().to(dtype));
-    }
-    io::save_safetensors(directory / "model.safetensors", tensors, {{"format", "pt"}});
-    const auto text = config.to_json().dump(2);
-    io::write_file_atomically(directory / "config.json", [&](std::ofstream& out) { out << text << '\n'; });
+    save_checkpoint(*this, config.to_json(), directory, dtype,
+                    config.tie_word_embeddings ? std::set<std::string>{"lm_head.weight"} : std::set<std::string>{});
   }
 
-  /// GPT-2's initialisation: N(0, 0.02) weights, N(0, 0.02/sqrt(2 n_layer)) for the projections into the
-  /// residual stream, zero biases, unit LayerNorms. Deterministic for a given `seed`.
+  /// GPT-2's initialisation (see `init_gpt2_style`), with `c_proj` as the residual projections.
   void init_weights(uint64_t seed) {
-    torch::NoGradGuard no_grad;
-    auto generator = at::detail::createCPUGenerator(seed);
-    const double std = 0.02, projection_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layer));
-    for (auto& item : named_parameters(true)) {
-      const auto& name = item.key();
-      auto& p = item.value();
-      if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
-      if (name.find("ln_") != std::string::npos) {
-        name.ends_with("weight") ? p.fill_(1.0) : p.zero_();
-      } else if (name.ends_with("bias")) {
-        p.zero_();
-      } else {
-        p.normal_(0.0, name.ends_with("c_proj.weight") ? projection_std : std, generator);
-      }
-    }
+    init_gpt2_style(*this, seed, config.n_layer, {"c_proj.weight"},
+                    config.tie_word_embeddings ? std::set<std::string>{"lm_head.weight"} : std::set<std::string>{});
   }
 
   // CausalLM

@@ -15,6 +15,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
+#include <baukit/models/save.hpp>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -74,6 +75,31 @@ struct GPTJConfig {
     const auto dtype = file.get<std::string>("torch_dtype", "float32");
     c.weight_dtype = dtype == "float16" ? torch::kFloat16 : dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
     return c;
+  }
+
+  /// The `config.json` Hugging Face writes for this configuration.
+  [[nodiscard]] nlohmann::json to_json() const {
+    return {{"model_type", "gptj"},
+            {"architectures", {"GPTJForCausalLM"}},
+            {"vocab_size", vocab_size},
+            {"n_positions", n_positions},
+            {"n_embd", n_embd},
+            {"n_layer", n_layer},
+            {"n_head", n_head},
+            {"rotary_dim", rotary_dim},
+            {"rotary", true},
+            {"n_inner", n_inner > 0 ? nlohmann::json(n_inner) : nlohmann::json(nullptr)},
+            {"activation_function", activation_function},
+            {"layer_norm_epsilon", layer_norm_epsilon},
+            {"resid_pdrop", resid_pdrop},
+            {"embd_pdrop", embd_pdrop},
+            {"attn_pdrop", attn_pdrop},
+            {"tie_word_embeddings", false},
+            {"torch_dtype", weight_dtype == torch::kFloat16    ? "float16"
+                            : weight_dtype == torch::kBFloat16 ? "bfloat16"
+                                                               : "float32"},
+            {"bos_token_id", 50256},
+            {"eos_token_id", 50256}};
   }
 };
 
@@ -276,6 +302,17 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
     model->eval();
     if (device != torch::kCPU) model->to(device);
     return model;
+  }
+
+  /// Writes `config.json` and `model.safetensors`, every tensor stored as `weight_dtype` (as Hugging Face saves a
+  /// float16 model); LayerNorms are read back as float32.
+  void save_pretrained(const std::filesystem::path& directory) {
+    save_checkpoint(*this, config.to_json(), directory, config.weight_dtype);
+  }
+
+  /// GPT-2-style random initialisation (see `init_gpt2_style`), with `out_proj` and `fc_out` as residual projections.
+  void init_weights(uint64_t seed) {
+    init_gpt2_style(*this, seed, config.n_layer, {"out_proj.weight", "fc_out.weight"});
   }
 
   // CausalLM
