@@ -438,3 +438,32 @@ TEST_CASE("Sharded pytorch_model.bin checkpoints load through their index", "[gp
   std::ofstream(dir / "pytorch_model.bin.index.json") << index.dump();
   CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("not a file in the checkpoint's folder"));
 }
+
+TEST_CASE("The skinny product equals addmm for 1 to 16 rows, and declines what it does not handle", "[kernels]") {
+  torch::NoGradGuard no_grad;
+  const auto weight = torch::randn({200, 96});
+  const auto bias = torch::randn({96});
+  for (int64_t rows = 1; rows <= baukit::models::kSkinnyMaxRows; ++rows) {
+    const auto x = torch::randn({rows, 200});
+    const auto product = baukit::models::skinny_addmm(bias, x, weight);
+    REQUIRE(product.has_value() == baukit::models::skinny_matmul_available());
+    if (!product) continue;  // no AVX2/FMA here: declining every product (checked above) is the whole contract
+    CHECK(torch::allclose(*product, torch::addmm(bias, x, weight), 1e-4, 1e-4));
+    const auto no_bias = baukit::models::skinny_addmm({}, x, weight);
+    REQUIRE(no_bias);
+    CHECK(torch::allclose(*no_bias, torch::mm(x, weight), 1e-4, 1e-4));
+  }
+  if (baukit::models::skinny_matmul_available()) {
+    const auto strided_x = torch::randn({200, 4}).t();  // not contiguous: copied first
+    CHECK(torch::allclose(*baukit::models::skinny_addmm(bias, strided_x, weight), torch::addmm(bias, strided_x, weight),
+                          1e-4, 1e-4));
+  }
+  CHECK_FALSE(baukit::models::skinny_addmm(bias, torch::randn({17, 200}), weight));  // too many rows: BLAS
+  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}), torch::randn({200, 40})));      // 40 % 16 != 0
+  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}), torch::randn({96, 200}).t()));  // strided
+  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}, torch::kFloat64), weight.to(torch::kFloat64)));
+  {
+    torch::AutoGradMode grad(true);
+    CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}, torch::requires_grad()), weight));
+  }
+}

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <baukit/hook.hpp>
+#include <baukit/models/skinny_matmul.hpp>
 #include <set>
 #include <string>
 
@@ -29,7 +30,9 @@ class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
   torch::Tensor forward(const torch::Tensor& x) {
     auto shape = x.sizes().vec();
     shape.back() = out_features_;
-    return torch::addmm(bias, x.reshape({-1, in_features_}), weight).view(shape);
+    const auto rows = x.reshape({-1, in_features_});
+    auto product = skinny_addmm(bias, rows, weight);  // a short prompt or one generated token: weight-bound
+    return (product ? *product : torch::addmm(bias, rows, weight)).view(shape);
   }
   /// Prints `Conv1D(in=..., out=...)`.
   void pretty_print(std::ostream& stream) const override {
