@@ -244,7 +244,8 @@ TEST_CASE("Malformed safetensors files give a clear error of the right kind", "[
   CHECK_NOTHROW(load());
   SECTION("truncated data") {
     write_bytes(path, safetensors_bytes(good, 10));
-    CHECK(kind_of(load) == CheckpointErrorKind::offsets);
+    CHECK(kind_of(load) == CheckpointErrorKind::truncated);
+    CHECK_THROWS_WITH(load(), Catch::Contains("inside tensor 'b'"));
   }
   SECTION("header length beyond the file") {
     auto bytes = safetensors_bytes(good, 12);
@@ -466,4 +467,33 @@ TEST_CASE("The skinny product equals addmm for 1 to 16 rows, and declines what i
     torch::AutoGradMode grad(true);
     CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}, torch::requires_grad()), weight));
   }
+}
+
+TEST_CASE("Every checkpoint in the committed bad-input corpus fails with its error kind, naming file and tensor",
+          "[io][errors][corpus]") {
+  // tests/data/bad-checkpoints/make_corpus.py wrote these; each folder's expect.json holds the kind and the strings
+  // the message must contain.
+  const auto corpus = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data" / "bad-checkpoints";
+  const fs::path pwned = "/tmp/baukit-pwned";  // where the corpus pickle would write
+  fs::remove(pwned);
+  std::vector<std::string> cases;
+  for (const auto& entry : fs::directory_iterator(corpus))
+    if (entry.is_directory()) cases.push_back(entry.path().filename().string());
+  std::sort(cases.begin(), cases.end());
+  REQUIRE(cases.size() == 17);
+  for (const auto& name : cases) {
+    INFO("case " << name);
+    const auto expect = read_json(corpus / name / "expect.json");
+    try {
+      (void)baukit::models::GPT2LMHeadModel::from_pretrained(corpus / name, torch::kCPU, /*check_finite=*/true);
+      FAIL_CHECK("loaded without an error");
+    } catch (const CheckpointError& error) {
+      INFO(error.what());
+      CHECK(baukit::io::to_string(error.kind()) == expect["kind"].get<std::string>());
+      for (const auto& mention : expect["mentions"])
+        CHECK_THAT(error.what(), Catch::Contains(mention.get<std::string>()));
+      CHECK_THAT(error.what(), Catch::Contains((corpus / name).string()));
+    }
+  }
+  CHECK_FALSE(fs::exists(pwned));  // the pickle's command never ran
 }

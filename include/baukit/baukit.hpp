@@ -5,6 +5,7 @@
 #include <baukit/decoder.hpp>
 #include <baukit/generate.hpp>
 #include <baukit/hook.hpp>
+#include <baukit/io/atomic_file.hpp>
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/io/safetensors.hpp>
 #include <baukit/io/torch_bin.hpp>

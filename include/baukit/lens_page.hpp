@@ -152,10 +152,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
   };
   nlohmann::json data = {{"color", options.color()},
                          {"views", {{"lens", view_data(result.lens)}, {"delta_lens", view_data(result.delta_lens)}}}};
-  // Inside <script>, only "<" could end the element; JSON has it only inside strings, where \u003c is equal.
-  std::string json = data.dump(-1, ' ', true);
-  for (std::size_t at = json.find('<'); at != std::string::npos; at = json.find('<', at))
-    json.replace(at, 1, "\\u003c");
+  const std::string json = show::script_json(data);
 
   std::random_device entropy;
   const std::string nonce = fmt::format("{:08x}{:08x}{:08x}", entropy(), entropy(), entropy());

@@ -15,11 +15,13 @@
 
 #include <fmt/format.h>
 
-#include <baukit/io/safetensors.hpp>
+#include <baukit/io/atomic_file.hpp>
 #include <cctype>
 #include <filesystem>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -103,7 +105,34 @@ inline std::string escape(std::string_view text) {
   return out;
 }
 
+/// `value` as JSON safe to place inside a `<script>` element: ASCII only, and no `<` (inside `<script>` only `<`
+/// could end the element, and JSON has it only inside strings, where `\u003c` means the same). Throws
+/// `nlohmann::json::type_error` if a string in `value` is not valid UTF-8.
+inline std::string script_json(const nlohmann::json& value) {
+  std::string json = value.dump(-1, ' ', true);
+  for (std::size_t at = json.find('<'); at != std::string::npos; at = json.find('<', at))
+    json.replace(at, 1, "\\u003c");
+  return json;
+}
+
 namespace detail {
+
+/// Whether an attribute takes a URL that a browser may run as script (`javascript:`, `vbscript:`, `data:`).
+inline bool runs_as_script(const std::string& name, std::string_view value) {
+  static const std::set<std::string> url_attributes = {"href",       "src",    "action", "formaction", "xlink:href",
+                                                       "background", "poster", "cite",   "data",       "codebase"};
+  std::string lower;
+  for (const char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!url_attributes.count(lower)) return false;
+  // Browsers ignore ASCII whitespace and control characters anywhere in a scheme ("java\tscript:").
+  std::string scheme;
+  for (const char c : value) {
+    if (c == ':') break;
+    if (static_cast<unsigned char>(c) > 0x20) scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return value.find(':') != std::string_view::npos &&
+         (scheme == "javascript" || scheme == "vbscript" || scheme == "data");
+}
 
 inline std::string kebab_case(const std::string& name) {
   std::string out;
@@ -146,6 +175,8 @@ inline std::string attributes(const std::vector<Style>& styles, const std::vecto
     for (const auto& [name, value] : a.attributes) {
       check_name(name, "attribute");
       if (name == "style") throw std::invalid_argument("show: give CSS through style(...), not attr(style=...)");
+      if (name == "srcdoc" || detail::runs_as_script(name, value))
+        throw std::invalid_argument(fmt::format("show: attribute '{}' would run '{}' as script", name, value));
       out += " " + name + "=\"" + escape(value) + "\"";
     }
   return out;

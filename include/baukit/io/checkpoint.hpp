@@ -161,8 +161,9 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
       throw CheckpointError(CheckpointErrorKind::header, stored.file,
                             fmt::format("'{}' is stored both with and without the prefix", name));
     if (stored.tensor.sizes() != target->second.sizes())
-      mis_shaped.push_back(fmt::format("'{}': checkpoint {} vs model {}", stored_name,
-                                       detail::shape(stored.tensor.sizes()), detail::shape(target->second.sizes())));
+      mis_shaped.push_back(fmt::format("'{}': {} in {} vs {} in the model", stored_name,
+                                       detail::shape(stored.tensor.sizes()), stored.file.filename().string(),
+                                       detail::shape(target->second.sizes())));
     found.emplace(name, &stored);
   }
   std::set<std::string> left_out;
@@ -174,13 +175,18 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
     }
     missing.push_back(fmt::format("'{}' {}", name, detail::shape(tensor.sizes())));
   }
-  auto report = [&](CheckpointErrorKind kind, const char* what, const std::vector<std::string>& names) {
+  std::set<std::string> files;
+  for (const auto& [name, stored] : state) files.insert(stored.file.filename().string());
+  auto report = [&](CheckpointErrorKind kind, const std::string& what, const std::vector<std::string>& names) {
     if (!names.empty())
       throw CheckpointError(kind, source,
                             fmt::format("{} {} tensor(s): {}", names.size(), what, fmt::join(names, "; ")));
   };
-  report(CheckpointErrorKind::shape, "mis-shaped", mis_shaped);
-  report(CheckpointErrorKind::missing, "missing", missing);
+  // The model's shapes come from config.json: a mismatch everywhere usually means a config for another size.
+  report(CheckpointErrorKind::shape, "mis-shaped (the model's shapes follow config.json)", mis_shaped);
+  report(CheckpointErrorKind::missing,
+         fmt::format("missing (not in {})", files.empty() ? "any weight file" : fmt::format("{}", fmt::join(files, ", "))),
+         missing);
   report(CheckpointErrorKind::unexpected, "unexpected", unexpected);
 
   torch::NoGradGuard no_grad;

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <baukit/io/atomic_file.hpp>
 #include <baukit/io/error.hpp>
 #include <baukit/io/mapped_file.hpp>
 #include <cstdint>
@@ -178,9 +179,6 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
     entry.end = offsets[1].get<std::uint64_t>();
     if (entry.end < entry.begin)
       fail(Kind::offsets, fmt::format("data_offsets [{}, {}] end before they begin", entry.begin, entry.end));
-    if (entry.end > data_size)
-      fail(Kind::offsets,
-           fmt::format("data_offsets [{}, {}] run past the {}-byte data section", entry.begin, entry.end, data_size));
     const auto bytes = detail::checked_mul(numel, c10::elementSize(*dtype));
     if (!bytes || *bytes != entry.end - entry.begin)
       fail(Kind::size,
@@ -199,15 +197,31 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
   std::uint64_t expected = 0;
   const TensorEntry* previous = nullptr;
   for (const TensorEntry* entry : by_offset) {
-    if (entry->begin != expected)
+    if (entry->begin != expected) {
+      // Blame a tensor whose offsets leave the file before the gap or overlap it causes elsewhere.
+      for (const auto& listed : entries)
+        if (listed.end > data_size)
+          throw CheckpointError(Kind::offsets, path,
+                                fmt::format("tensor '{}': data_offsets [{}, {}] run past the {}-byte data section",
+                                            listed.name, listed.begin, listed.end, data_size));
       throw CheckpointError(Kind::offsets, path,
                             entry->begin < expected
                                 ? fmt::format("tensor '{}' at [{}, {}] overlaps tensor '{}'", entry->name, entry->begin,
                                               entry->end, previous->name)
                                 : fmt::format("tensor '{}' starts at {}, leaving a gap after byte {}", entry->name,
                                               entry->begin, expected));
+    }
     expected = entry->end;
     previous = entry;
+  }
+  // Laid out without gaps or overlaps but longer than the file: the file was cut short (an interrupted download).
+  if (expected > data_size) {
+    const auto cut = *std::find_if(by_offset.begin(), by_offset.end(),
+                                   [&](const TensorEntry* entry) { return entry->end > data_size; });
+    throw CheckpointError(Kind::truncated, path,
+                          fmt::format("the file is truncated: its data section ends at byte {}, inside tensor '{}' "
+                                      "(data_offsets [{}, {}]), but the header lays out {} bytes",
+                                      data_size, cut->name, cut->begin, cut->end, expected));
   }
   if (expected != data_size)
     throw CheckpointError(
@@ -245,32 +259,6 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   const char* data_ = nullptr;
 };
-
-/// Writes an atomically replaced file: the bytes go to a temporary beside `path`, renamed over it only when
-/// complete, so a failed write leaves no partial file behind. `write` receives the open stream.
-template <class Write>
-void write_file_atomically(const std::filesystem::path& path, Write&& write) {
-  const auto temporary = path.string() + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(fmt::format("{}: cannot write: {}", path.string(), std::strerror(errno)));
-    try {
-      write(out);
-      out.flush();
-      if (!out) throw std::runtime_error(fmt::format("{}: write failed (disk full?)", path.string()));
-    } catch (...) {
-      out.close();
-      std::filesystem::remove(temporary);
-      throw;
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
-    std::filesystem::remove(temporary);
-    throw std::runtime_error(fmt::format("{}: cannot write: {}", path.string(), error.message()));
-  }
-}
 
 /// Writes `tensors` (in the given order) as a safetensors file, with optional string metadata.
 inline void save_safetensors(const std::filesystem::path& path,

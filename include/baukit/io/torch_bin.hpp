@@ -423,15 +423,17 @@ std::vector<std::pair<std::string, torch::Tensor>> unpickle_state_dict(std::stri
   }
 }
 
-/// Reads the state dict of a torch.save zip archive (`pytorch_model.bin`), memory-mapped; tensors view the
-/// mapping where aligned. The folder inside the archive may have any name.
-inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const std::filesystem::path& path) {
-  auto file = MappedFile::open(path);
-  if (file->size() >= 2 && file->bytes().substr(0, 2) != "PK")
+/// Reads the state dict of the torch.save zip archive held in `file` (named `path` in errors); tensors view
+/// `file` where aligned and keep `owner` (what holds those bytes) alive. The folder inside the archive may have any
+/// name.
+inline std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(std::string_view file,
+                                                                         const std::filesystem::path& path,
+                                                                         std::shared_ptr<const void> owner) {
+  if (file.size() >= 2 && file.substr(0, 2) != "PK")
     throw CheckpointError(
         CheckpointErrorKind::archive, path,
         "not a zip archive: legacy (pre-1.6) torch.save files are not supported; re-save with torch.save");
-  const auto records = read_zip_directory(file->bytes(), path);
+  const auto records = read_zip_directory(file, path);
   const ZipRecord* pickle = nullptr;
   for (const auto& [name, record] : records) {
     const auto slash = name.find('/');
@@ -453,9 +455,16 @@ inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const s
       throw CheckpointError(CheckpointErrorKind::size, path,
                             fmt::format("storage '{}' needs {} elements of {} but its record holds {} bytes", key,
                                         numel, c10::toString(dtype), it->second.size));
-    return detail::tensor_over(file->data() + it->second.offset, {numel}, dtype, file);
+    return detail::tensor_over(file.data() + it->second.offset, {numel}, dtype, owner);
   };
-  return unpickle_state_dict(file->bytes().substr(pickle->offset, pickle->size), path, storage);
+  return unpickle_state_dict(file.substr(pickle->offset, pickle->size), path, storage);
+}
+
+/// Reads the state dict of a torch.save zip archive (`pytorch_model.bin`), memory-mapped; tensors view the
+/// mapping where aligned.
+inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const std::filesystem::path& path) {
+  auto file = MappedFile::open(path);
+  return read_torch_bin(file->bytes(), path, file);
 }
 
 }  // namespace baukit::io

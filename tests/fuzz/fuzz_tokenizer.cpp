@@ -1,0 +1,71 @@
+// Fuzzes the tokenizer: encoding (any valid UTF-8 round-trips exactly; invalid UTF-8 is refused naming the byte),
+// decoding arbitrary ids (in-range ids decode to valid UTF-8; others are refused), and reading vocab.json and
+// merges.txt (accepted, or refused with a TokenizerError naming the file). The first byte picks the target.
+#include <baukit/tokenizer.hpp>
+
+#include "fuzz_common.hpp"
+
+namespace {
+
+const baukit::Tokenizer& gpt2() {
+  static const auto tokenizer = baukit::Tokenizer::from_pretrained(BAUKIT_DEFAULT_MODEL_DIR);
+  return tokenizer;
+}
+
+void encode(std::string_view text) {
+  const bool valid = !baukit::utf8::first_invalid(text).has_value();
+  for (const bool allow_special : {false, true}) {
+    try {
+      const auto ids = gpt2().encode(text, allow_special);
+      if (!valid || gpt2().decode(ids) != text) __builtin_trap();
+    } catch (const std::invalid_argument& e) {
+      if (valid || std::string_view(e.what()).find("not valid UTF-8") == std::string_view::npos) __builtin_trap();
+    }
+  }
+}
+
+void decode(std::string_view bytes) {
+  std::vector<int64_t> ids;
+  for (std::size_t i = 0; i + 1 < bytes.size(); i += 2)
+    ids.push_back(static_cast<unsigned char>(bytes[i]) | (static_cast<unsigned char>(bytes[i + 1]) << 8));
+  try {
+    const auto text = gpt2().decode(ids);
+    if (baukit::utf8::first_invalid(text)) __builtin_trap();  // partial characters become U+FFFD
+  } catch (const std::out_of_range&) {
+    bool any_out_of_range = false;
+    for (const auto id : ids) any_out_of_range |= id >= gpt2().vocab_size();
+    if (!any_out_of_range) __builtin_trap();
+  }
+}
+
+void read_files(std::string_view bytes) {
+  const auto split = std::min(bytes.find('\0'), bytes.size());
+  std::filesystem::create_directories(fuzz::scratch() / "tokenizer");
+  fuzz::write("tokenizer/vocab.json", bytes.substr(0, split));
+  fuzz::write("tokenizer/merges.txt", bytes.substr(std::min(split + 1, bytes.size())));
+  try {
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(fuzz::scratch() / "tokenizer");
+    (void)tokenizer.decode(tokenizer.encode("Hello world"));
+  } catch (const baukit::TokenizerError& e) {
+    if (std::string_view(e.what()).find(fuzz::scratch().string()) == std::string_view::npos) __builtin_trap();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const auto rest = fuzz::text(data + 1, size - 1);
+  switch (data[0] % 3) {
+    case 0:
+      encode(rest);
+      break;
+    case 1:
+      decode(rest);
+      break;
+    default:
+      read_files(rest);
+      break;
+  }
+  return 0;
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/python3
+"""Writes the fuzzers' seed corpora (tests/fuzz/corpus/<fuzzer>/). Needs Debian's python3-torch for the
+torch.save seeds; run from the repository root: /usr/bin/python3 tests/fuzz/make_seeds.py"""
+import io
+import json
+import os
+import struct
+from collections import OrderedDict
+
+import torch
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+
+def put(fuzzer, name, data):
+    os.makedirs(os.path.join(root, fuzzer), exist_ok=True)
+    with open(os.path.join(root, fuzzer, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def safetensors(tensors, metadata=None, pad=0):
+    header, offset, body = {}, 0, b""
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        body += data
+    text = json.dumps(header).encode() + b" " * pad
+    return struct.pack("<Q", len(text)) + text + body
+
+
+f32 = lambda *values: struct.pack(f"<{len(values)}f", *values)
+put("safetensors", "two-tensors", safetensors({"a": ("F32", [2, 2], f32(1, 2, 3, 4)), "b": ("F16", [2], b"\x00\x3c" * 2)}))
+put("safetensors", "metadata-bf16-i64", safetensors({"w": ("BF16", [3], b"\x80\x3f" * 3), "i": ("I64", [1], b"\x07" + b"\0" * 7)},
+                                                    {"format": "pt"}, pad=5))
+put("safetensors", "empty-and-bool", safetensors({"e": ("F32", [0, 4], b""), "m": ("BOOL", [2], b"\x01\x00")}))
+put("safetensors", "overlap", safetensors({"a": ("F32", [1], f32(1))})[:-4] + f32(2))
+for fixture in ["gpt2-tiny", "gpt2-tiny-prefixed-bf16"]:
+    with open(f"tests/data/fixtures/{fixture}/model.safetensors", "rb") as f:
+        data = f.read()
+    if len(data) < 200_000:
+        put("safetensors", fixture, data)
+
+
+def torch_bin(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+put("torch_bin", "two-tensors", torch_bin(OrderedDict(a=torch.arange(4.0).reshape(2, 2), b=torch.ones(3, dtype=torch.float16))))
+put("torch_bin", "shared-storage-view", torch_bin(OrderedDict(base=torch.arange(6.0), view=torch.arange(6.0)[2:4])))
+put("torch_bin", "parameter-bf16", torch_bin(OrderedDict(p=torch.nn.Parameter(torch.ones(2, 2, dtype=torch.bfloat16)))))
+
+for fixture in ["gpt2-tiny", "gpt2-tiny-prefixed-bf16", "gptj-tiny-f16-bin"]:
+    with open(f"tests/data/fixtures/{fixture}/config.json", "rb") as f:
+        put("config", fixture, f.read())
+put("config", "index", json.dumps({"metadata": {"total_size": 8}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                                                                 "b": "model-00002-of-00002.safetensors"}}))
+put("config", "gpt2-xl", json.dumps({"model_type": "gpt2", "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
+                                     "vocab_size": 50257, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}))
+
+put("tokenizer", "encode-ascii", b"\x00The Space Needle is located in the city of")
+put("tokenizer", "encode-unicode", "\x00 东京 🙂 naïve\t\n  <|endoftext|>'s 1234".encode())
+put("tokenizer", "decode", b"\x01" + struct.pack("<8H", 464, 4687, 48190, 318, 50256, 220, 1, 2))
+printable = [*range(33, 127), *range(161, 173), *range(174, 256)]  # GPT-2's byte-to-unicode map
+byte_chars = [chr(b) if b in printable else None for b in range(256)]
+extra = iter(range(256, 512))
+byte_chars = [c if c else chr(next(extra)) for c in byte_chars]
+vocab = {c: i for i, c in enumerate(byte_chars)} | {"ab": 256, "\u0120t": 257, "he": 258, "\u0120the": 259}
+put("tokenizer", "files", b"\x02" + json.dumps(vocab).encode() + "\0#version: 0.2\na b\n\u0120 t\nh e\n\u0120t he\n".encode())
+put("tokenizer", "files-broken", b"\x02" + json.dumps({"a": 0, "b": 1, "ab": 2}).encode() + b"\0#version: 0.2\na b c\n")
+
+put("show", "plain", b"hello\0title\0a tooltip\0red\0token")
+put("show", "hostile", "<script>alert(1)</script>\0href\0javascript:alert(1)\0red\0</script><b>".encode())
+put("show", "quotes", b"\"'&<>\0data-x\0\" onmouseover=\"alert(1)\0blue\0\\u003c")
