@@ -59,9 +59,10 @@ int main(int argc, char** argv) {
   fmt::print("forward, 8 tokens: {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n", forward,
              forward / forward_bound, forward_bound);
   // Eight tokens use each weight only 8 times, so reading the weights once can take longer than the FLOPs.
-  fmt::print("  reading every weight once takes {:.3f} s = {:.2f} x the FLOP bound; the forward is {:.2f} x "
-             "max(FLOP bound, weight-read bound)\n",
-             token_bound, token_bound / forward_bound, forward / std::max(forward_bound, token_bound));
+  fmt::print(
+      "  reading every weight once takes {:.3f} s = {:.2f} x the FLOP bound; the forward is {:.2f} x "
+      "max(FLOP bound, weight-read bound)\n",
+      token_bound, token_bound / forward_bound, forward / std::max(forward_bound, token_bound));
   fmt::print("greedy with cache: {:.2f} tokens/s, {:.3f} s/token = {:.2f} x the weight-bandwidth bound {:.3f} s\n",
              1.0 / per_token, per_token, per_token / token_bound, token_bound);
   return 0;

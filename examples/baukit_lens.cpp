@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  bool timings = false;
+  app.add_flag("--timings", timings, "Print the seconds of each phase (load, forward, decode, page) as a JSON line");
   CLI11_PARSE(app, argc, argv);
 
   Progress progress;
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
     const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
 
+    nlohmann::ordered_json phases;
     auto start = std::chrono::steady_clock::now();
     progress.step(fmt::format("loading {} ...", model_dir.string()));
     // vocab.json and merges.txt from --tokenizer (or the model), added tokens (GPT-J's) from the model's folder first.
@@ -83,6 +86,7 @@ int main(int argc, char** argv) {
     const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
     auto model = baukit::models::from_pretrained(model_dir, device);
     baukit::set_requires_grad(false, model->module());
+    phases["load"] = seconds_since(start);
     progress.step(
         fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(), seconds_since(start)),
         true);
@@ -108,15 +112,19 @@ int main(int argc, char** argv) {
     start = std::chrono::steady_clock::now();
     const auto options = baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows);
     const auto result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
+      if (!phases.contains("forward")) phases["forward"] = seconds_since(start);
       progress.step(fmt::format("decoding rows {}/{}", done, total));
     });
+    phases["decode"] = seconds_since(start) - phases["forward"].get<double>();
     progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(),
                               seconds_since(start)),
                   true);
 
+    start = std::chrono::steady_clock::now();
     baukit::save_lens_page(
         out, result, tokenizer,
         baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
+    phases["page"] = seconds_since(start);
     std::cout << "wrote " << fs::absolute(out).string() << "\n";
     if (!json_out.empty()) {
       auto json = baukit::to_json(result, tokenizer);
@@ -125,6 +133,7 @@ int main(int argc, char** argv) {
       baukit::io::write_file_atomically(json_out, [&](std::ofstream& stream) { stream << text << '\n'; });
       std::cout << "wrote " << fs::absolute(json_out).string() << "\n";
     }
+    if (timings) std::cout << "timings: " << phases.dump() << "\n";
   } catch (const std::exception& e) {
     progress.step("", false);
     std::cerr << "baukit-lens: error: " << e.what() << "\n";

@@ -8,8 +8,8 @@ packages=(
   doxygen
 )
 if [[ "${1:-}" == "--test" ]]; then
-  # Headless browser for the page test.
-  packages+=(chromium)
+  # Headless browser for the page test; LLVM's libFuzzer runtime for the fuzzers (built by GCC, see tests/fuzz).
+  packages+=(chromium libclang-rt-14-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -226,7 +226,11 @@ TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and
       "\"><img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">",
       "</script><script>document.body.setAttribute('data-pwned','3')</script>",
       "<a href=\"javascript:document.body.setAttribute('data-pwned','4')\">x</a> \\u003cscript\\u003e",
-      "' onmouseover='document.body.setAttribute(\"data-pwned\",\"5\")' x='"};
+      "' onmouseover='document.body.setAttribute(\"data-pwned\",\"5\")' x='",
+      "<svg onload=\"document.body.setAttribute('data-pwned','6')\"><iframe srcdoc=\"<script>parent.document.body."
+      "setAttribute('data-pwned','7')</script>\">",
+      "&lt;script&gt;document.body.setAttribute('data-pwned','8')&lt;/script&gt; %3Cscript%3E <!-- ]]> \\x3cscript>",
+      "javascript:document.body.setAttribute('data-pwned','9') \u2028\u2029 {{constructor.constructor('x')()}}"};
   for (std::size_t i = 0; i < payloads.size(); ++i) {
     INFO(payloads[i]);
     const auto page = dir / fmt::format("lens-{}.html", i);
@@ -276,6 +280,24 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   fails_with(lens_command(tiny, "x", "/proc/version/lens.html"), "/proc/version/lens.html");
   fails_with(lens_command(tiny, "x", dir / "a.html", "--device cuda"), "cuda");
   CHECK(run(lens_command(tiny, long_prompt, dir / "long.html", "--truncate")).status == 0);
+  std::string huge_prompt;  // 100k characters: refused by length, or truncated when asked
+  while (huge_prompt.size() < 100'000) huge_prompt += "The Space Needle, 東京 🙂; ";
+  fails_with(lens_command(tiny, huge_prompt, dir / "a.html"), "--truncate");
+  CHECK(run(lens_command(tiny, huge_prompt, dir / "huge.html", "--truncate")).status == 0);
+
+  // A write that fails part-way (here: a 1 KB file-size limit, as a full disk would) leaves the previous page
+  // untouched and no temporary behind.
+  {
+    std::ofstream(dir / "kept.html") << "previous page";
+    const auto result = run("bash -c " + quoted("trap '' XFSZ; ulimit -f 1; exec " +
+                                                lens_command(tiny, "x", dir / "kept.html")));
+    INFO(result.output);
+    CHECK(result.status != 0);
+    CHECK(result.output.find((dir / "kept.html").string()) != std::string::npos);
+    CHECK(read_text(dir / "kept.html") == "previous page");
+    for (const auto& entry : fs::directory_iterator(dir))
+      CHECK(entry.path().filename().string().find(".tmp-") == std::string::npos);
+  }
   std::string controls = "tab\there\x01\x7f";
   CHECK(run(lens_command(tiny, controls, dir / "controls.html")).status == 0);
   CHECK(read_text(dir / "controls.html").find("\u2401") != std::string::npos);

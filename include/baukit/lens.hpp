@@ -13,9 +13,11 @@
 /// @endcode
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <baukit/decoder.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/tokenizer.hpp>
@@ -117,6 +119,91 @@ struct LensOptions {
 /// Called as decoding proceeds: (rows done, rows in all).
 using LensProgress = std::function<void(int64_t done, int64_t total)>;
 
+namespace detail {
+
+/// One cell's statistics from its probabilities `p` [vocab] and the final distribution `q` [vocab] at the same
+/// position: top-k, entropy, ranks, and `-sum q log p` in `kl_to_final` (the caller adds `sum q log q`).
+/// With `logits` (when `p` is their softmax), log p is `logits - logsumexp`, with the logsumexp recovered from the
+/// most probable token: no logarithm per entry. Without them, probabilities below FLT_MIN count as FLT_MIN inside
+/// logarithms. Ties in top-k keep the lower token id first.
+inline void cell_statistics(const float* __restrict p, const float* __restrict logits, const float* __restrict q,
+                            int64_t vocab, int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
+  // Top-k by insertion into a short sorted list; most entries fail the first comparison against the k-th.
+  std::vector<float> top_p(static_cast<std::size_t>(k), -1.0f);
+  std::vector<int64_t> top_id(static_cast<std::size_t>(k), -1);
+  float kth = -1.0f;
+  for (int64_t v = 0; v < vocab; ++v) {
+    if (p[v] <= kth) continue;
+    auto at = static_cast<std::size_t>(k - 1);
+    for (; at > 0 && p[v] > top_p[at - 1]; --at) {
+      top_p[at] = top_p[at - 1];
+      top_id[at] = top_id[at - 1];
+    }
+    top_p[at] = p[v];
+    top_id[at] = v;
+    kth = top_p.back();
+  }
+  cell.tokens = std::move(top_id);
+  cell.probs = std::move(top_p);
+  const float p_final = p[final_top1], p_target = target >= 0 ? p[target] : 0.0f;
+  int64_t above_final = 0, above_target = 0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    above_final += p[v] > p_final ? 1 : 0;
+    above_target += p[v] > p_target ? 1 : 0;
+  }
+  // Entropy -sum p log p and cross-entropy -sum q log p, summed in eight lanes (vectorisable, and more exact).
+  constexpr int kLanes = 8;
+  float p_log_p[kLanes] = {}, q_log_p[kLanes] = {};
+  if (logits) {
+    const double lse = static_cast<double>(logits[cell.tokens[0]]) - std::log(static_cast<double>(cell.probs[0]));
+    const auto shift = static_cast<float>(lse);
+    int64_t v = 0;
+    for (; v + kLanes <= vocab; v += kLanes)
+      for (int lane = 0; lane < kLanes; ++lane) {
+        const float log_p = logits[v + lane] - shift;
+        p_log_p[lane] += p[v + lane] * log_p;
+        q_log_p[lane] += q[v + lane] * log_p;
+      }
+    for (; v < vocab; ++v) {
+      p_log_p[0] += p[v] * (logits[v] - shift);
+      q_log_p[0] += q[v] * (logits[v] - shift);
+    }
+  } else {
+    for (int64_t v = 0; v < vocab; ++v) {
+      const float log_p = std::log(std::max(p[v], std::numeric_limits<float>::min()));
+      p_log_p[v % kLanes] += p[v] * log_p;
+      q_log_p[v % kLanes] += q[v] * log_p;
+    }
+  }
+  double entropy = 0, cross = 0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    entropy -= p_log_p[lane];
+    cross -= q_log_p[lane];
+  }
+  cell.entropy = static_cast<float>(entropy);
+  cell.kl_to_final = static_cast<float>(cross);
+  cell.rank_of_final_top1 = above_final + 1;
+  cell.rank_of_target = target >= 0 ? above_target + 1 : 0;
+}
+
+/// Runs `decoder` on `states`, returning its output and, when its last module is a softmax over the last
+/// dimension, that softmax's input (the logits). Every module runs as in `decoder->forward`, hooks included.
+inline std::pair<torch::Tensor, torch::Tensor> decode_with_logits(torch::nn::Sequential& decoder,
+                                                                  const torch::Tensor& states) {
+  torch::Tensor x = states, logits;
+  const auto last = decoder->size() - 1;
+  const auto* softmax = decoder->size() ? decoder->ptr(last)->as<torch::nn::SoftmaxImpl>() : nullptr;
+  std::size_t index = 0;
+  for (auto& module : *decoder) {
+    if (index++ == last && softmax && (softmax->options.dim() == -1 || softmax->options.dim() == x.dim() - 1))
+      logits = x;
+    x = module.forward<torch::Tensor>(x);
+  }
+  return {x, logits};
+}
+
+}  // namespace detail
+
 /// Decodes `states` `[rows, tokens, width]` through `decoder` (which must return probabilities) in chunks of rows,
 /// keeping per cell only what is shown. `final_probs` `[tokens, vocab]` is the model's output distribution.
 /// Magnitudes are ‖state‖ divided by the maximum over rows and tokens 1.. (over all tokens for a one-token prompt).
@@ -136,45 +223,30 @@ inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tenso
     throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
   const auto norm_at = norms.accessor<float, 2>();
   const int64_t k = options.topk();
-  // Statistics run over blocks of a few (layer, token) rows, so their temporaries stay small and are reused
-  // rather than freshly allocated (and page-faulted) at the size of the whole chunk.
-  constexpr int64_t kStatRows = 32;
+  const auto final_cpu = final_probs.to(torch::kFloat32).cpu().contiguous();
+  const auto final_top1_cpu = final_top1.cpu(), final_qlogq_cpu = final_qlogq.to(torch::kFloat32).cpu();
   LensGrid grid;
-  grid.cells.resize(static_cast<std::size_t>(rows));
+  grid.cells.assign(static_cast<std::size_t>(rows), std::vector<LensCell>(static_cast<std::size_t>(tokens)));
   for (int64_t begin = 0; begin < rows; begin += chunk) {
     const int64_t end = std::min(rows, begin + chunk);
-    const auto probs = decoder->forward(states.slice(0, begin, end))
-                           .to(torch::kFloat32)
-                           .reshape({-1, vocab});  // [(chunk*tokens), vocab]
-    for (int64_t block = 0; block < probs.size(0); block += kStatRows) {
-      const int64_t block_end = std::min(probs.size(0), block + kStatRows);
-      const auto p = probs.slice(0, block, block_end);
-      const auto position =
-          torch::arange(block, block_end, torch::kLong).remainder(tokens).to(probs.device());  // each row's token
-      const auto log_p = p.clamp_min(std::numeric_limits<float>::min()).log();  // p below 1e-38 counts as 1e-38
-      const auto entropy = -(p * log_p).sum(-1);
-      const auto kl = final_qlogq.index_select(0, position) - (final_probs.index_select(0, position) * log_p).sum(-1);
-      const auto p_final_top1 = p.gather(-1, final_top1.index_select(0, position).unsqueeze(-1));
-      const auto rank_final = (p > p_final_top1).sum(-1) + 1;
-      torch::Tensor rank_target;
-      if (options.target() >= 0) rank_target = ((p > p.select(-1, options.target()).unsqueeze(-1)).sum(-1) + 1).cpu();
-      const auto [top_probs, top_ids] = p.topk(k, -1);
-      const auto ids_cpu = top_ids.cpu().contiguous(), probs_cpu = top_probs.cpu().contiguous();
-      const auto entropy_cpu = entropy.cpu(), kl_cpu = kl.cpu(), rank_cpu = rank_final.cpu();
-      for (int64_t i = block; i < block_end; ++i) {
-        const int64_t r = begin + i / tokens, t = i % tokens, j = i - block;
-        auto& row = grid.cells[static_cast<std::size_t>(r)];
-        if (row.empty()) row.resize(static_cast<std::size_t>(tokens));
-        auto& cell = row[static_cast<std::size_t>(t)];
-        cell.tokens.assign(ids_cpu.data_ptr<int64_t>() + j * k, ids_cpu.data_ptr<int64_t>() + (j + 1) * k);
-        cell.probs.assign(probs_cpu.data_ptr<float>() + j * k, probs_cpu.data_ptr<float>() + (j + 1) * k);
-        cell.magnitude = norm_at[r][t] / scale;
-        cell.entropy = entropy_cpu.data_ptr<float>()[j];
-        cell.kl_to_final = std::max(0.0f, kl_cpu.data_ptr<float>()[j]);
-        cell.rank_of_final_top1 = rank_cpu.data_ptr<int64_t>()[j];
-        cell.rank_of_target = rank_target.defined() ? rank_target.data_ptr<int64_t>()[j] : 0;
+    auto [decoded, decoded_logits] = detail::decode_with_logits(decoder, states.slice(0, begin, end));
+    const auto probs = decoded.to(torch::kFloat32).reshape({-1, vocab}).cpu().contiguous();  // [(chunk*tokens), vocab]
+    const auto logits = decoded_logits.defined()
+                            ? decoded_logits.to(torch::kFloat32).reshape({-1, vocab}).cpu().contiguous()
+                            : torch::Tensor();
+    const float* p = probs.data_ptr<float>();
+    const float* z = logits.defined() ? logits.data_ptr<float>() : nullptr;
+    // Each (layer, token) row's statistics in one pass over its probabilities, rows spread over the threads.
+    at::parallel_for(0, probs.size(0), 4, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) {
+        const int64_t t = i % tokens;
+        auto& cell = grid.cells[static_cast<std::size_t>(begin + i / tokens)][static_cast<std::size_t>(t)];
+        detail::cell_statistics(p + i * vocab, z ? z + i * vocab : nullptr, final_cpu.data_ptr<float>() + t * vocab,
+                                vocab, final_top1_cpu.data_ptr<int64_t>()[t], options.target(), k, cell);
+        cell.kl_to_final = std::max(0.0f, final_qlogq_cpu.data_ptr<float>()[t] + cell.kl_to_final);
+        cell.magnitude = norm_at[begin + i / tokens][t] / scale;
       }
-    }
+    });
     if (progress) progress(done_before + end, total ? total : rows);
   }
   return grid;
@@ -195,6 +267,7 @@ inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>
   const auto states = stream.slice(0, 1);
   const auto deltas = stream.slice(0, 1) - stream.slice(0, 0, -1);
   const int64_t total = 2 * states.size(0);
+  if (progress) progress(0, total);  // the forward is done; decoding starts
   result.lens = decode_states(decoder, states, final_probs, options, progress, 0, total);
   result.delta_lens = decode_states(decoder, deltas, final_probs, options, progress, states.size(0), total);
   result.lens.rows = result.delta_lens.rows = std::vector<std::string>(labels.begin() + 1, labels.end());

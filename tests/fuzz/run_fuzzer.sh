@@ -9,7 +9,7 @@ log=$found.log
 status=0
 "$fuzzer" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
   -artifact_prefix="$found-artifacts/" "$found" "$seeds" > "$log" 2>&1 || status=$?
-grep -E "^#[0-9]+ +(INITED|DONE)|^stat::" "$log" || true
+grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|new_units_added|peak_rss_mb)" "$log" || true
 if [[ $status -ne 0 ]]; then
   tail -60 "$log"
   echo "FAIL: $fuzzer exited with $status; the input is in $found-artifacts/" >&2

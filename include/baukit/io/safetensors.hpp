@@ -91,7 +91,7 @@ inline torch::Tensor tensor_over(const char* bytes, const std::vector<int64_t>& 
         const_cast<char*>(bytes), shape, [owner](void*) mutable { owner.reset(); }, options);
   }
   torch::Tensor copy = torch::empty(shape, options);
-  std::memcpy(copy.data_ptr(), bytes, copy.nbytes());
+  if (copy.nbytes() > 0) std::memcpy(copy.data_ptr(), bytes, copy.nbytes());  // an empty tensor has no buffer
   return copy;
 }
 
