@@ -131,7 +131,8 @@ TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, 
     for (auto& item : model->named_parameters())
       if (item.key().ends_with("attn.c_attn.bias")) item.value().detach().zero_();
     const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
-    for (const auto& prompt : read_json(kFixtures / fixture / "reference.json")["prompts"]) {
+    const auto reference = read_json(kFixtures / fixture / "reference.json");  // outlives the loop (unlike a temporary)
+    for (const auto& prompt : reference["prompts"]) {
       INFO(fixture << ": " << prompt["text"].get<std::string>());
       const auto json =
           baukit::to_json(baukit::logit_lens(*model, prompt["ids"].get<std::vector<int64_t>>()), tokenizer);
