@@ -154,7 +154,7 @@ inline void cell_statistics(const float* __restrict p, const float* __restrict l
   // Entropy -sum p log p and cross-entropy -sum q log p, summed in eight lanes (vectorisable, and more exact).
   constexpr int kLanes = 8;
   float p_log_p[kLanes] = {}, q_log_p[kLanes] = {};
-  if (logits) {
+  if (logits && cell.tokens[0] >= 0 && cell.probs[0] > 0) {  // (NaN probabilities leave no top token)
     const double lse = static_cast<double>(logits[cell.tokens[0]]) - std::log(static_cast<double>(cell.probs[0]));
     const auto shift = static_cast<float>(lse);
     int64_t v = 0;
