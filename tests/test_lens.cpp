@@ -117,6 +117,11 @@ TEST_CASE("show escapes every text and attribute value, and lays out nested list
   CHECK_THROWS_WITH(html({style({{"color", "red; background: url(x)"}}), "x"}), Catch::Contains("contains one of"));
   CHECK_THROWS_WITH(html({attr({{"onclick", "x()"}}), "x"}), Catch::Contains("event-handler"));
   CHECK_THROWS_WITH(html({attr({{"a b", "x"}}), "x"}), Catch::Contains("not a valid attribute name"));
+  CHECK_THROWS_WITH(html({attr({{"href", " Java\tScript:alert(1)"}}), "x"}), Catch::Contains("as script"));
+  CHECK_THROWS_WITH(html({attr({{"SRC", "data:text/html,<script>"}}), "x"}), Catch::Contains("as script"));
+  CHECK_THROWS_WITH(html({attr({{"SrcDoc", "<script>alert(1)</script>"}}), "x"}), Catch::Contains("as script"));
+  CHECK_THROWS_WITH(html({attr({{"Style", "color: red"}}), "x"}), Catch::Contains("style(...)"));
+  CHECK_NOTHROW(html({attr({{"href", "https://example.org/a:b"}}), "x"}));
   const auto dir = scratch("show");
   save(dir / "page.html", page, "t<i>tle");
   CHECK(read_text(dir / "page.html").find("<title>t&lt;i&gt;tle</title>") != std::string::npos);
@@ -290,8 +295,8 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   // untouched and no temporary behind.
   {
     std::ofstream(dir / "kept.html") << "previous page";
-    const auto result = run("bash -c " + quoted("trap '' XFSZ; ulimit -f 1; exec " +
-                                                lens_command(tiny, "x", dir / "kept.html")));
+    const auto result =
+        run("bash -c " + quoted("trap '' XFSZ; ulimit -f 1; exec " + lens_command(tiny, "x", dir / "kept.html")));
     INFO(result.output);
     CHECK(result.status != 0);
     CHECK(result.output.find((dir / "kept.html").string()) != std::string::npos);

@@ -117,19 +117,28 @@ inline std::string script_json(const nlohmann::json& value) {
 
 namespace detail {
 
-/// Whether an attribute takes a URL that a browser may run as script (`javascript:`, `vbscript:`, `data:`).
+/// `text` in ASCII lower case (HTML attribute names are case-insensitive).
+inline std::string lower(std::string_view text) {
+  std::string out;
+  for (const char c : text) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// Whether an attribute would run script: `srcdoc`, or a URL attribute whose scheme is `javascript:`, `vbscript:` or
+/// `data:`. Attribute names are compared case-insensitively, as HTML does.
 inline bool runs_as_script(const std::string& name, std::string_view value) {
   static const std::set<std::string> url_attributes = {"href",       "src",    "action", "formaction", "xlink:href",
                                                        "background", "poster", "cite",   "data",       "codebase"};
-  std::string lower;
-  for (const char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (!url_attributes.count(lower)) return false;
+  const auto attribute = lower(name);
+  if (attribute == "srcdoc") return true;  // a whole document, scripts included
+  if (!url_attributes.count(attribute)) return false;
   // Browsers ignore ASCII whitespace and control characters anywhere in a scheme ("java\tscript:").
   std::string scheme;
   for (const char c : value) {
     if (c == ':') break;
-    if (static_cast<unsigned char>(c) > 0x20) scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (static_cast<unsigned char>(c) > 0x20) scheme += c;
   }
+  scheme = lower(scheme);
   return value.find(':') != std::string_view::npos &&
          (scheme == "javascript" || scheme == "vbscript" || scheme == "data");
 }
@@ -174,8 +183,9 @@ inline std::string attributes(const std::vector<Style>& styles, const std::vecto
   for (const auto& a : attrs)
     for (const auto& [name, value] : a.attributes) {
       check_name(name, "attribute");
-      if (name == "style") throw std::invalid_argument("show: give CSS through style(...), not attr(style=...)");
-      if (name == "srcdoc" || detail::runs_as_script(name, value))
+      if (detail::lower(name) == "style")
+        throw std::invalid_argument("show: give CSS through style(...), not attr(style=...)");
+      if (detail::runs_as_script(name, value))
         throw std::invalid_argument(fmt::format("show: attribute '{}' would run '{}' as script", name, value));
       out += " " + name + "=\"" + escape(value) + "\"";
     }
