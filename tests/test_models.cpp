@@ -440,32 +440,63 @@ TEST_CASE("Sharded pytorch_model.bin checkpoints load through their index", "[gp
   CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("not a file in the checkpoint's folder"));
 }
 
-TEST_CASE("The skinny product equals addmm for 1 to 16 rows, and declines what it does not handle", "[kernels]") {
+TEST_CASE("The skinny products equal BLAS for 1 to 16 rows, and decline what they do not handle", "[kernels]") {
+  namespace models = baukit::models;
   torch::NoGradGuard no_grad;
-  const auto weight = torch::randn({200, 96});
-  const auto bias = torch::randn({96});
-  for (int64_t rows = 1; rows <= baukit::models::kSkinnyMaxRows; ++rows) {
-    const auto x = torch::randn({rows, 200});
-    const auto product = baukit::models::skinny_addmm(bias, x, weight);
-    REQUIRE(product.has_value() == baukit::models::skinny_matmul_available());
-    if (!product) continue;  // no AVX2/FMA here: declining every product (checked above) is the whole contract
-    CHECK(torch::allclose(*product, torch::addmm(bias, x, weight), 1e-4, 1e-4));
-    const auto no_bias = baukit::models::skinny_addmm({}, x, weight);
-    REQUIRE(no_bias);
-    CHECK(torch::allclose(*no_bias, torch::mm(x, weight), 1e-4, 1e-4));
+  // Conv1D's layout [in, out] with 112 = 7 x 16 columns, and Linear's [out, in] with 101 features: both end in a
+  // partial tile.
+  const auto in_out = torch::randn({208, 112}), in_out_bias = torch::randn({112});
+  const auto out_in = torch::randn({101, 208}), out_in_bias = torch::randn({101});
+  for (int64_t rows = 1; rows <= models::kSkinnyMaxRows; ++rows) {
+    CAPTURE(rows);
+    const auto x = torch::randn({rows, 208});
+    const auto conv = models::skinny_addmm(in_out_bias, x, in_out);
+    const auto linear = models::skinny_linear(x, out_in, out_in_bias);
+    REQUIRE(conv.has_value() == models::skinny_matmul_available());
+    REQUIRE(linear.has_value() == models::skinny_matmul_available());
+    if (!conv) continue;  // no AVX2/FMA here: declining every product (checked above) is the whole contract
+    CHECK(torch::allclose(*conv, torch::addmm(in_out_bias, x, in_out), 1e-4, 1e-4));
+    CHECK(torch::allclose(*models::skinny_addmm({}, x, in_out), torch::mm(x, in_out), 1e-4, 1e-4));
+    CHECK(torch::allclose(*linear, torch::linear(x, out_in, out_in_bias), 1e-4, 1e-4));
+    CHECK(torch::allclose(*models::skinny_linear(x, out_in, {}), torch::mm(x, out_in.t()), 1e-4, 1e-4));
+#ifdef BAUKIT_SKINNY_MATMUL_X86
+    // Each instruction set the CPU has, not only the one chosen, on 13 vectors of columns (a half tile at the end).
+    const auto check = [&](auto in_out_columns, auto out_in_columns, int64_t width, const char* isa) {
+      CAPTURE(isa);
+      const int64_t n = 13 * width;
+      const auto narrow = torch::randn({208, n});
+      auto y = torch::empty({rows, n});
+      in_out_columns(x.data_ptr<float>(), narrow.data_ptr<float>(), y.data_ptr<float>(), rows, 208, n, 0, n);
+      CHECK(torch::allclose(y, torch::mm(x, narrow), 1e-4, 1e-4));
+      auto z = torch::empty({rows, 101});
+      out_in_columns(x.data_ptr<float>(), out_in.data_ptr<float>(), z.data_ptr<float>(), rows, 208, 101, 0, 101);
+      CHECK(torch::allclose(z, torch::mm(x, out_in.t()), 1e-4, 1e-4));
+    };
+    namespace kernels = models::detail;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      check(kernels::avx2::in_out_columns, kernels::avx2::out_in_columns, kernels::avx2::Vec::kWidth, "avx2");
+    if (__builtin_cpu_supports("avx512f"))
+      check(kernels::avx512::in_out_columns, kernels::avx512::out_in_columns, kernels::avx512::Vec::kWidth, "avx512");
+#endif
   }
-  if (baukit::models::skinny_matmul_available()) {
-    const auto strided_x = torch::randn({200, 4}).t();  // not contiguous: copied first
-    CHECK(torch::allclose(*baukit::models::skinny_addmm(bias, strided_x, weight), torch::addmm(bias, strided_x, weight),
-                          1e-4, 1e-4));
+  if (models::skinny_matmul_available()) {
+    const auto strided_x = torch::randn({208, 4}).t();  // not contiguous: copied first
+    CHECK(torch::allclose(*models::skinny_addmm(in_out_bias, strided_x, in_out),
+                          torch::addmm(in_out_bias, strided_x, in_out), 1e-4, 1e-4));
+    CHECK(torch::allclose(*models::skinny_linear(strided_x, out_in, {}), torch::mm(strided_x, out_in.t()), 1e-4, 1e-4));
   }
-  CHECK_FALSE(baukit::models::skinny_addmm(bias, torch::randn({17, 200}), weight));  // too many rows: BLAS
-  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}), torch::randn({200, 40})));      // 40 % 16 != 0
-  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}), torch::randn({96, 200}).t()));  // strided
-  CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}, torch::kFloat64), weight.to(torch::kFloat64)));
+  CHECK_FALSE(models::skinny_addmm(in_out_bias, torch::randn({17, 208}), in_out));  // too many rows: BLAS
+  CHECK_FALSE(models::skinny_linear(torch::randn({17, 208}), out_in, {}));
+  CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}), torch::randn({208, 40})));      // 40 % 16 != 0
+  CHECK_FALSE(models::skinny_linear(torch::randn({2, 40}), torch::randn({8, 40}), {}));         // 40 % 16 != 0
+  CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}), torch::randn({96, 208}).t()));  // strided
+  CHECK_FALSE(models::skinny_linear(torch::randn({2, 208}), torch::randn({208, 96}).t(), {}));
+  CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}, torch::kFloat64), in_out.to(torch::kFloat64)));
+  CHECK_FALSE(models::skinny_linear(torch::randn({2, 208}), out_in.to(torch::kFloat16), {}));
   {
     torch::AutoGradMode grad(true);
-    CHECK_FALSE(baukit::models::skinny_addmm({}, torch::randn({2, 200}, torch::requires_grad()), weight));
+    CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}, torch::requires_grad()), in_out));
+    CHECK_FALSE(models::skinny_linear(torch::randn({2, 208}, torch::requires_grad()), out_in, {}));
   }
 }
 

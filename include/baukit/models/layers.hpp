@@ -72,6 +72,11 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   }
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
   torch::Tensor forward(const torch::Tensor& x) {
+    if (auto product = skinny_linear(x.reshape({-1, in_features_}), weight, bias)) {  // a few rows: weight-bound
+      auto shape = x.sizes().vec();
+      shape.back() = out_features_;
+      return product->view(shape);
+    }
     return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
   }
   /// Prints `Linear(in=..., out=..., bias=...)`.

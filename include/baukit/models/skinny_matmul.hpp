@@ -1,138 +1,158 @@
 /// @file skinny_matmul.hpp
-/// @brief `x @ weight + bias` for a few rows of `x` (a short prompt, one generated token), reading every weight byte
-/// once. General BLAS kernels pack and re-stream the weight for such products and reach a fraction of the memory
-/// bandwidth (measured here: OpenBLAS 6 GB/s at 8 rows against 34 GB/s); these products are bound by weight bytes,
-/// so this kernel keeps the rows' accumulators in registers and streams the weight once. x86-64 AVX2/FMA only,
-/// chosen at run time; everything else falls back to libtorch.
+/// @brief Products of a few rows of `x` (a short prompt, one generated token) with a large weight, reading every
+/// weight byte once. General BLAS kernels pack and re-stream the weight for such products and reach a fraction of
+/// the memory bandwidth (measured here: OpenBLAS 6 GB/s at 8 rows against 34 GB/s); these products are bound by
+/// weight bytes, so these kernels keep the rows' accumulators in registers and stream the weight once. x86-64
+/// AVX-512 or AVX2/FMA, chosen at run time; everything else falls back to libtorch.
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <utility>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #define BAUKIT_SKINNY_MATMUL_X86 1
 #endif
 
 namespace baukit::models {
 
-/// The most rows of `x` the skinny kernel takes; larger products are compute-bound and go to BLAS.
+/// The most rows of `x` the skinny kernels take; larger products are compute-bound and go to BLAS.
 inline constexpr int64_t kSkinnyMaxRows = 16;
-
-/// Whether the skinny kernel runs here: an x86-64 build by GCC or Clang on a CPU with AVX2 and FMA (checked once).
-inline bool skinny_matmul_available() {
-#ifdef BAUKIT_SKINNY_MATMUL_X86
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
-}
 
 namespace detail {
 
 #ifdef BAUKIT_SKINNY_MATMUL_X86
-/// Rows `[0, rows)` (at most 4) of `y[:, n0:n0+16] (+)= x[:, k0:k1] @ w[k0:k1, n0:n0+16]`: 4 x 2 vector accumulators
-/// in registers, the weight tile read once per row group (the second group finds it in L1).
-template <int Rows>
-__attribute__((target("avx2,fma"))) inline void skinny_tile(const float* x, int64_t ldx, const float* w, int64_t ldw,
-                                                            float* y, int64_t ldy, int64_t k0, int64_t k1,
-                                                            bool accumulate) {
-  __m256 acc[Rows][2];
-#pragma GCC unroll 4
-  for (int r = 0; r < Rows; ++r) {
-    acc[r][0] = accumulate ? _mm256_loadu_ps(y + r * ldy) : _mm256_setzero_ps();
-    acc[r][1] = accumulate ? _mm256_loadu_ps(y + r * ldy + 8) : _mm256_setzero_ps();
-  }
-  for (int64_t k = k0; k < k1; ++k) {
-    const float* row = w + k * ldw;
-    _mm_prefetch(reinterpret_cast<const char*>(row + 64), _MM_HINT_T0);  // this weight row, four tiles ahead
-    const __m256 w0 = _mm256_loadu_ps(row), w1 = _mm256_loadu_ps(row + 8);
-#pragma GCC unroll 4
-    for (int r = 0; r < Rows; ++r) {
-      const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
-      acc[r][0] = _mm256_fmadd_ps(b, w0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(b, w1, acc[r][1]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < Rows; ++r) {
-    _mm256_storeu_ps(y + r * ldy, acc[r][0]);
-    _mm256_storeu_ps(y + r * ldy + 8, acc[r][1]);
-  }
-}
+// The kernels (skinny_kernels.inc) are compiled once per instruction set: each region below gives them a vector
+// type and the target the intrinsics need.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace avx512 {
+/// 16 floats in a zmm register; 32 registers hold 8 rows x 2 vectors of accumulators.
+struct Vec {
+  using type = __m512;
+  static constexpr int kWidth = 16, kRows = 8, kDotColumns = 3;
+  static type zero() { return _mm512_setzero_ps(); }
+  static type load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, type v) { _mm512_storeu_ps(p, v); }
+  static type broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static type fmadd(type a, type b, type c) { return _mm512_fmadd_ps(a, b, c); }
+  static float sum(type v) { return _mm512_reduce_add_ps(v); }
+};
+#include <baukit/models/skinny_kernels.inc>
+}  // namespace avx512
+#pragma GCC pop_options
 
-/// Columns `[n0, n1)` (multiples of 16) of `y = x @ w`, `x` [m, k], `w` [k, n], `y` [m, n], all row-major.
-__attribute__((target("avx2,fma"))) inline void skinny_columns(const float* x, const float* w, float* y, int64_t m,
-                                                               int64_t k, int64_t n, int64_t n0, int64_t n1) {
-  // Few weight rows per pass, so sweeping the tiles reads each of them as one sequential stream the prefetchers
-  // follow; the rows' partial sums go back to `y` (in L2) between passes.
-  constexpr int64_t kBlock = 16;
-  for (int64_t k0 = 0; k0 < k; k0 += kBlock) {
-    const int64_t k1 = std::min(k, k0 + kBlock);
-    for (int64_t j = n0; j < n1; j += 16) {
-      for (int64_t r = 0; r < m; r += 4) {
-        const float* xr = x + r * k;
-        float* yr = y + r * n + j;
-        const bool accumulate = k0 > 0;
-        switch (std::min<int64_t>(4, m - r)) {
-          case 4:
-            skinny_tile<4>(xr, k, w + j, n, yr, n, k0, k1, accumulate);
-            break;
-          case 3:
-            skinny_tile<3>(xr, k, w + j, n, yr, n, k0, k1, accumulate);
-            break;
-          case 2:
-            skinny_tile<2>(xr, k, w + j, n, yr, n, k0, k1, accumulate);
-            break;
-          default:
-            skinny_tile<1>(xr, k, w + j, n, yr, n, k0, k1, accumulate);
-            break;
-        }
-      }
-    }
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+/// 8 floats in a ymm register; 16 registers hold 4 rows x 2 vectors of accumulators.
+struct Vec {
+  using type = __m256;
+  static constexpr int kWidth = 8, kRows = 4, kDotColumns = 2;
+  static type zero() { return _mm256_setzero_ps(); }
+  static type load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, type v) { _mm256_storeu_ps(p, v); }
+  static type broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static type fmadd(type a, type b, type c) { return _mm256_fmadd_ps(a, b, c); }
+  static float sum(type v) {
+    const __m128 quads = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 pairs = _mm_add_ps(quads, _mm_movehl_ps(quads, quads));
+    return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
   }
-}
+};
+#include <baukit/models/skinny_kernels.inc>
+}  // namespace avx2
+#pragma GCC pop_options
 #endif
 
-}  // namespace detail
+/// The instruction sets the kernels are built for, best first.
+enum class SkinnyIsa { none, avx2, avx512 };
 
-/// `bias + x @ weight` for `x` [m, k] with m <= kSkinnyMaxRows, `weight` [k, n] and `bias` [n] (undefined: none),
-/// all float32 on the CPU, the weight contiguous, and no autograd graph to record; `std::nullopt` when these do not
-/// hold or the CPU lacks AVX2/FMA, so the caller uses `torch::addmm`. Same result as `addmm` up to float rounding
-/// order.
-inline std::optional<torch::Tensor> skinny_addmm(const torch::Tensor& bias, const torch::Tensor& x,
-                                                 const torch::Tensor& weight) {
+/// The best instruction set this CPU runs (checked once).
+inline SkinnyIsa skinny_isa() {
 #ifdef BAUKIT_SKINNY_MATMUL_X86
+  static const SkinnyIsa isa = __builtin_cpu_supports("avx512f")                                    ? SkinnyIsa::avx512
+                               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? SkinnyIsa::avx2
+                                                                                                    : SkinnyIsa::none;
+  return isa;
+#else
+  return SkinnyIsa::none;
+#endif
+}
+
+/// Whether `x` [m, k] and a weight can go to a skinny kernel: float32 CPU tensors, a few rows, the weight
+/// contiguous, and no autograd graph to record (autograd must see the product, so that goes to libtorch).
+inline bool skinny_applies(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
   const auto is_cpu_float = [](const torch::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
   };
-  // Autograd must see the product, so anything that records a graph goes to libtorch.
   const bool records_graph = torch::GradMode::is_enabled() &&
                              (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  if (records_graph || !skinny_matmul_available() || x.dim() != 2 || weight.dim() != 2 || x.size(0) == 0 ||
-      x.size(0) > kSkinnyMaxRows || !is_cpu_float(x) || !is_cpu_float(weight) ||
-      (bias.defined() && !is_cpu_float(bias)) || x.size(1) != weight.size(0) || weight.stride(1) != 1 ||
-      weight.stride(0) != weight.size(1) || weight.size(1) % 16 != 0)
-    return std::nullopt;
+  return !records_graph && skinny_isa() != SkinnyIsa::none && x.dim() == 2 && weight.dim() == 2 && x.size(0) > 0 &&
+         x.size(0) <= kSkinnyMaxRows && is_cpu_float(x) && is_cpu_float(weight) &&
+         (!bias.defined() || is_cpu_float(bias)) && weight.is_contiguous();
+}
+
+/// Runs `columns(x, w, y, m, k, n, begin, end)` for the output columns split over threads in whole `step`s, so
+/// each thread reads its own part of the weight once, then adds `bias`.
+template <class Columns>
+torch::Tensor skinny_product(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight, int64_t n,
+                             int64_t step, Columns columns) {
   const auto input = x.contiguous();
-  const int64_t m = input.size(0), k = input.size(1), n = weight.size(1);
+  const int64_t m = input.size(0), k = input.size(1);
   auto y = torch::empty({m, n}, input.options());
   const float* xp = input.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // Threads split the columns (in whole 16-column tiles), so each reads its own part of the weight once.
-  at::parallel_for(0, n / 16, 8, [&](int64_t begin, int64_t end) {
-    detail::skinny_columns(xp, wp, yp, m, k, n, begin * 16, end * 16);
+  const int64_t steps = (n + step - 1) / step;
+  at::parallel_for(0, steps, 8, [&](int64_t begin, int64_t end) {
+    columns(xp, wp, yp, m, k, n, begin * step, std::min(n, end * step));
   });
   if (bias.defined()) y.add_(bias);
   return y;
+}
+
+}  // namespace detail
+
+/// Whether a skinny kernel runs here: an x86-64 build by GCC on a CPU with AVX-512, or AVX2 and FMA.
+inline bool skinny_matmul_available() { return detail::skinny_isa() != detail::SkinnyIsa::none; }
+
+/// `bias + x @ weight` for `x` [m, k] with m <= kSkinnyMaxRows, `weight` [k, n] (Conv1D's layout, n a multiple
+/// of 16) and `bias` [n] (undefined: none), all float32 on the CPU, the weight contiguous, and no autograd graph
+/// to record; `std::nullopt` when these do not hold or the CPU has no kernel, so the caller uses `torch::addmm`.
+/// Same result as `addmm` up to float rounding order.
+inline std::optional<torch::Tensor> skinny_addmm(const torch::Tensor& bias, const torch::Tensor& x,
+                                                 const torch::Tensor& weight) {
+  if (!detail::skinny_applies(bias, x, weight) || x.size(1) != weight.size(0) || weight.size(1) % 16 != 0)
+    return std::nullopt;
+#ifdef BAUKIT_SKINNY_MATMUL_X86
+  if (detail::skinny_isa() == detail::SkinnyIsa::avx512)
+    return detail::skinny_product(bias, x, weight, weight.size(1), 16, detail::avx512::in_out_columns);
+  return detail::skinny_product(bias, x, weight, weight.size(1), 8, detail::avx2::in_out_columns);
 #else
-  (void)bias, (void)x, (void)weight;
+  return std::nullopt;
+#endif
+}
+
+/// `x @ weight.T + bias` for `x` [m, k] with m <= kSkinnyMaxRows, `weight` [n, k] (Linear's layout, k a multiple
+/// of 16) and `bias` [n] (undefined: none), under the same conditions as `skinny_addmm`; `std::nullopt` when they
+/// do not hold, so the caller uses `torch::linear`.
+inline std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& weight,
+                                                  const torch::Tensor& bias) {
+  if (!detail::skinny_applies(bias, x, weight) || x.size(1) != weight.size(1) || weight.size(1) % 16 != 0)
+    return std::nullopt;
+#ifdef BAUKIT_SKINNY_MATMUL_X86
+  // Threads split the output features in steps of 48, a multiple of every kernel's features per pass.
+  if (detail::skinny_isa() == detail::SkinnyIsa::avx512)
+    return detail::skinny_product(bias, x, weight, weight.size(0), 48, detail::avx512::out_in_columns);
+  return detail::skinny_product(bias, x, weight, weight.size(0), 48, detail::avx2::out_in_columns);
+#else
   return std::nullopt;
 #endif
 }
