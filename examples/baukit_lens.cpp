@@ -84,7 +84,9 @@ int main(int argc, char** argv) {
     for (const auto& dir : {model_dir, vocab_dir})
       if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
     const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
-    auto model = baukit::models::from_pretrained(model_dir, device);
+    // No NaN scan here (it would read all the weights before the forward does): a non-finite stream or output is
+    // caught by the lens, and then a scanning load names the weights at fault.
+    auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);
     baukit::set_requires_grad(false, model->module());
     phases["load"] = seconds_since(start);
     progress.step(
@@ -111,10 +113,16 @@ int main(int argc, char** argv) {
 
     start = std::chrono::steady_clock::now();
     const auto options = baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows);
-    const auto result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
-      if (!phases.contains("forward")) phases["forward"] = seconds_since(start);
-      progress.step(fmt::format("decoding rows {}/{}", done, total));
-    });
+    baukit::LensResult result;
+    try {
+      result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
+        if (!phases.contains("forward")) phases["forward"] = seconds_since(start);
+        progress.step(fmt::format("decoding rows {}/{}", done, total));
+      });
+    } catch (const baukit::NonFiniteError&) {
+      (void)baukit::models::from_pretrained(model_dir, torch::kCPU, /*check_finite=*/true);  // throws naming them
+      throw;  // the weights are finite: an overflow
+    }
     phases["decode"] = seconds_since(start) - phases["forward"].get<double>();
     progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(),
                               seconds_since(start)),

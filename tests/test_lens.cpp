@@ -222,6 +222,54 @@ TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy 
   CHECK_THROWS_WITH(baukit::logit_lens(*model, std::vector<int64_t>(65, 13)), Catch::Contains("at most 64"));
 }
 
+TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams and outputs are refused", "[lens]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto ids = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny").encode(" Paris is the capital of");
+  const auto stream = baukit::residual_stream(*model, ids);
+  auto decoder = baukit::make_decoder(*model);
+  const auto final_probs = decoder->forward(stream[stream.size(0) - 1]);
+  const auto options = baukit::LensOptions().topk(4).target(13);
+  // A hook on the softmax makes the decode run it (and use the probabilities); without one, it is skipped.
+  const auto from_logits = baukit::decode_states(decoder, stream, final_probs, options);
+  {
+    baukit::Trace softmax(*decoder, "softmax");
+    const auto from_probs = baukit::decode_states(decoder, stream, final_probs, options);
+    CHECK(softmax.output().defined());
+    for (std::size_t r = 0; r < from_probs.cells.size(); ++r)
+      for (std::size_t t = 0; t < ids.size(); ++t) {
+        const auto &a = from_logits.cells[r][t], &b = from_probs.cells[r][t];
+        CAPTURE(r, t);
+        CHECK(a.tokens == b.tokens);
+        // libtorch's float softmax is off by up to ~3e-5 here; the logits path is checked in double below.
+        for (std::size_t i = 0; i < a.probs.size(); ++i) CHECK(a.probs[i] == Approx(b.probs[i]).margin(5e-5));
+        CHECK(a.entropy == Approx(b.entropy).margin(1e-4));
+        CHECK(a.kl_to_final == Approx(b.kl_to_final).margin(1e-4));
+        CHECK(a.rank_of_final_top1 == b.rank_of_final_top1);
+        CHECK(a.rank_of_target == b.rank_of_target);
+        CHECK(a.magnitude == b.magnitude);
+      }
+  }
+  // The logits path against a softmax in double precision.
+  const auto exact = torch::softmax(baukit::make_decoder(*model, false)->forward(stream).to(torch::kDouble), -1);
+  for (std::size_t r = 0; r < from_logits.cells.size(); ++r)
+    for (std::size_t t = 0; t < ids.size(); ++t)
+      for (std::size_t i = 0; i < 4; ++i) {
+        const auto& cell = from_logits.cells[r][t];
+        CHECK(cell.probs[i] == Approx(exact[r][t][cell.tokens[i]].item<double>()).margin(1e-6));
+      }
+  // e^x as the statistics compute it, against the library's.
+  for (float x = -100.0f; x <= 0.0f; x += 0.37f)
+    CHECK(baukit::detail::exp_nonpositive(x) == Approx(std::exp(std::max(x, -87.0f))).epsilon(3e-7));
+  // NaN logits make a cell's numbers NaN, not quietly finite.
+  model->lm_head->weight.data()[5].fill_(std::numeric_limits<float>::quiet_NaN());
+  const auto with_nan = baukit::decode_states(decoder, stream, final_probs, options).cells[0][0];
+  CHECK(std::isnan(with_nan.entropy));
+  CHECK(std::isnan(with_nan.probs[0]));
+  CHECK_THROWS_AS(baukit::logit_lens(*model, ids), baukit::NonFiniteError);  // the output distribution
+  model->named_parameters()["transformer.h.1.mlp.c_fc.weight"].data()[0][0].fill_(INFINITY);
+  CHECK_THROWS_WITH(baukit::logit_lens(*model, ids), Catch::Contains("row '1'"));
+}
+
 TEST_CASE("The page renders in Chromium: rows, hover titles, view switching, and no injected script runs",
           "[lens][browser]") {
   const auto dir = scratch("browser");
@@ -285,6 +333,9 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   fails_with(lens_command(tiny, "x", dir / "a.html", "--target ' Seattle Space'"), "--target");
   fails_with(lens_command(tiny, "x", "/proc/version/lens.html"), "/proc/version/lens.html");
   fails_with(lens_command(tiny, "x", dir / "a.html", "--device cuda"), "cuda");
+  // NaN weights: loaded without a scan, caught in the stream, then named by a scanning load.
+  const auto nan_weights = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data" / "bad-checkpoints" / "nan-weights";
+  fails_with(lens_command(nan_weights, "!", dir / "a.html"), "transformer.h.0.mlp.c_fc.weight");
   CHECK(run(lens_command(tiny, long_prompt, dir / "long.html", "--truncate")).status == 0);
   std::string huge_prompt;  // 100k characters: refused by length, or truncated when asked
   while (huge_prompt.size() < 100'000) huge_prompt += "The Space Needle, 東京 🙂; ";

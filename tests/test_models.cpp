@@ -500,6 +500,23 @@ TEST_CASE("The skinny products equal BLAS for 1 to 16 rows, and decline what the
   }
 }
 
+TEST_CASE("The oneDNN product equals BLAS for many rows, and declines what it does not handle", "[kernels]") {
+  namespace models = baukit::models;
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({40, 208}), weight = torch::randn({101, 208}), bias = torch::randn({101});
+  const auto product = models::onednn_linear(x, weight, bias);
+  REQUIRE(product.has_value() == at::hasMKLDNN());
+  if (!product) return;  // libtorch without oneDNN: declining (checked above) is the whole contract
+  CHECK(torch::allclose(*product, torch::linear(x, weight, bias), 1e-4, 1e-4));
+  CHECK(torch::allclose(*models::onednn_linear(x, weight, {}), torch::mm(x, weight.t()), 1e-4, 1e-4));
+  const auto strided_x = torch::randn({208, 40}).t();
+  CHECK(torch::allclose(*models::onednn_linear(strided_x, weight, {}), torch::mm(strided_x, weight.t()), 1e-4, 1e-4));
+  CHECK_FALSE(models::onednn_linear(x.to(torch::kFloat64), weight.to(torch::kFloat64), {}));
+  CHECK_FALSE(models::onednn_linear(x, torch::randn({101, 200}), {}));  // inner sizes differ
+  torch::AutoGradMode grad(true);
+  CHECK_FALSE(models::onednn_linear(x, weight.clone().requires_grad_(), {}));
+}
+
 TEST_CASE("Every checkpoint in the committed bad-input corpus fails with its error kind, naming file and tensor",
           "[io][errors][corpus]") {
   // tests/data/bad-checkpoints/make_corpus.py wrote these; each folder's expect.json holds the kind and the strings

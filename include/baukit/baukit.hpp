@@ -15,6 +15,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/models/gptj.hpp>
+#include <baukit/models/onednn_linear.hpp>
 #include <baukit/models/skinny_matmul.hpp>
 #include <baukit/modules.hpp>
 #include <baukit/show.hpp>

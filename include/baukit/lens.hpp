@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <bit>
 #include <baukit/decoder.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/tokenizer.hpp>
@@ -26,6 +27,7 @@
 #include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -186,17 +188,97 @@ inline void cell_statistics(const float* __restrict p, const float* __restrict l
   cell.rank_of_target = target >= 0 ? above_target + 1 : 0;
 }
 
+/// e^x for x <= 0 (logits minus their maximum), written so that loops over it vectorise: x = n ln 2 + r with
+/// |r| <= ln 2 / 2 (ln 2 in two parts, as Cody and Waite), e^r by its Taylor series to degree 7, times 2^n built
+/// in the exponent bits; within 2 float ulps of `std::exp`. Below -87 (and for NaN) it returns e^-87: smaller
+/// values underflow float's normal range and would not change a sum.
+inline float exp_nonpositive(float x) {
+  x = x > -87.0f ? x : -87.0f;
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // x / ln 2 rounded to the nearest integer
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  const float p =
+      1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f +
+                                          r * (0.0416666679f +
+                                               r * (0.00833333377f + r * (0.00138888892f + r * 1.98412701e-4f))))));
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+
+/// One cell's statistics from its logits `z` [vocab], the decoder's softmax not run: the same numbers as
+/// `cell_statistics` on `softmax(z)` (top-k by logit is top-k by probability; log p = z - logsumexp), in two passes
+/// and without a probability tensor. A NaN logit makes the probabilities, entropy and divergence NaN.
+inline void cell_statistics_from_logits(const float* __restrict z, const float* __restrict q, int64_t vocab,
+                                        int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
+  constexpr float kLowest = -std::numeric_limits<float>::infinity();
+  std::vector<float> top_z(static_cast<std::size_t>(k), kLowest);
+  std::vector<int64_t> top_id(static_cast<std::size_t>(k), -1);
+  float kth = kLowest;
+  for (int64_t v = 0; v < vocab; ++v) {
+    if (!(z[v] > kth)) continue;  // (NaN fails too)
+    auto at = static_cast<std::size_t>(k - 1);
+    for (; at > 0 && z[v] > top_z[at - 1]; --at) {
+      top_z[at] = top_z[at - 1];
+      top_id[at] = top_id[at - 1];
+    }
+    top_z[at] = z[v];
+    top_id[at] = v;
+    kth = top_z.back();
+  }
+  // With d = z - max and e = e^d: sums of e, e d, q d and q in double lanes (vectorisable, and exact enough for
+  // 50k terms), ranks by counting.
+  const float max = top_z[0], z_final = z[final_top1], z_target = target >= 0 ? z[target] : 0.0f;
+  constexpr int kLanes = 16;
+  double sum_e[kLanes] = {}, sum_ed[kLanes] = {}, sum_qd[kLanes] = {}, sum_q[kLanes] = {};
+  int32_t above_final[kLanes] = {}, above_target[kLanes] = {}, nans[kLanes] = {};
+  const auto add = [&](int lane, float zv, float qv) {
+    const float d = zv - max, e = exp_nonpositive(d);
+    sum_e[lane] += e;
+    sum_ed[lane] += e * d;
+    sum_qd[lane] += qv * d;
+    sum_q[lane] += qv;
+    above_final[lane] += zv > z_final ? 1 : 0;
+    above_target[lane] += zv > z_target ? 1 : 0;
+    nans[lane] += zv != zv ? 1 : 0;
+  };
+  int64_t v = 0;
+  for (; v + kLanes <= vocab; v += kLanes)
+    for (int lane = 0; lane < kLanes; ++lane) add(lane, z[v + lane], q[v + lane]);
+  for (; v < vocab; ++v) add(0, z[v], q[v]);
+  double s = 0, sed = 0, sqd = 0, sq = 0;
+  int64_t rank_final = 1, rank_target = 1, nan_count = 0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    s += sum_e[lane], sed += sum_ed[lane], sqd += sum_qd[lane], sq += sum_q[lane];
+    rank_final += above_final[lane], rank_target += above_target[lane], nan_count += nans[lane];
+  }
+  const double log_s = std::log(s);  // logsumexp(z) = max + log s
+  const bool valid = nan_count == 0 && std::isfinite(max);
+  cell.tokens = std::move(top_id);
+  cell.probs.resize(static_cast<std::size_t>(k));
+  for (std::size_t i = 0; i < cell.probs.size(); ++i)
+    cell.probs[i] = valid ? static_cast<float>(std::exp(static_cast<double>(top_z[i]) - max - log_s))
+                          : std::numeric_limits<float>::quiet_NaN();
+  // -sum p log p = log s - sum e d / s;  -sum q log p = log s sum q - sum q d.
+  cell.entropy = valid ? static_cast<float>(log_s - sed / s) : std::numeric_limits<float>::quiet_NaN();
+  cell.kl_to_final = valid ? static_cast<float>(log_s * sq - sqd) : std::numeric_limits<float>::quiet_NaN();
+  cell.rank_of_final_top1 = rank_final;
+  cell.rank_of_target = target >= 0 ? rank_target : 0;
+}
+
 /// Runs `decoder` on `states`, returning its output and, when its last module is a softmax over the last
-/// dimension, that softmax's input (the logits). Every module runs as in `decoder->forward`, hooks included.
+/// dimension, that softmax's input (the logits). Every module runs as in `decoder->forward`, hooks included, except
+/// such a last softmax with no hook attached: it is skipped (the output is undefined), since the statistics come
+/// from the logits and a `[rows, vocab]` probability tensor would only cost time and memory.
 inline std::pair<torch::Tensor, torch::Tensor> decode_with_logits(torch::nn::Sequential& decoder,
                                                                   const torch::Tensor& states) {
   torch::Tensor x = states, logits;
   const auto last = decoder->size() - 1;
   const auto* softmax = decoder->size() ? decoder->ptr(last)->as<torch::nn::SoftmaxImpl>() : nullptr;
+  const auto* hookable = decoder->size() ? dynamic_cast<const Hookable*>(decoder->ptr(last).get()) : nullptr;
   std::size_t index = 0;
   for (auto& module : *decoder) {
-    if (index++ == last && softmax && (softmax->options.dim() == -1 || softmax->options.dim() == x.dim() - 1))
+    if (index++ == last && softmax && (softmax->options.dim() == -1 || softmax->options.dim() == x.dim() - 1)) {
       logits = x;
+      if (!hookable || hookable->num_forward_hooks() == 0) return {torch::Tensor(), logits};
+    }
     x = module.forward<torch::Tensor>(x);
   }
   return {x, logits};
@@ -204,72 +286,113 @@ inline std::pair<torch::Tensor, torch::Tensor> decode_with_logits(torch::nn::Seq
 
 }  // namespace detail
 
-/// Decodes `states` `[rows, tokens, width]` through `decoder` (which must return probabilities) in chunks of rows,
-/// keeping per cell only what is shown. `final_probs` `[tokens, vocab]` is the model's output distribution.
-/// Magnitudes are ‖state‖ divided by the maximum over rows and tokens 1.. (over all tokens for a one-token prompt).
-inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tensor& states,
-                              const torch::Tensor& final_probs, const LensOptions& options,
-                              const LensProgress& progress = {}, int64_t done_before = 0, int64_t total = 0) {
+/// Decodes each of `views` (`[rows, tokens, width]` each, e.g. the lens's states and the delta lens's deltas)
+/// through `decoder` (which must return probabilities), keeping per cell only what is shown. All views go through
+/// the decoder together, in chunks of rows of at most `options.chunk_bytes()` of decoded values, so the
+/// vocabulary projection is one large product per chunk. `final_probs` `[tokens, vocab]` is the model's output
+/// distribution. Magnitudes are ‖state‖ divided by the view's maximum over rows and tokens 1.. (over all tokens for
+/// a one-token prompt). `progress` is called after each chunk with (rows done, rows in all views).
+inline std::vector<LensGrid> decode_views(torch::nn::Sequential& decoder, const std::vector<torch::Tensor>& views,
+                                          const torch::Tensor& final_probs, const LensOptions& options,
+                                          const LensProgress& progress = {}) {
   torch::NoGradGuard no_grad;
+  if (views.empty()) throw std::invalid_argument("lens: no states to decode");
+  const auto states = views.size() == 1 ? views[0] : torch::cat(views);
   const int64_t rows = states.size(0), tokens = states.size(1), vocab = final_probs.size(-1);
   if (options.topk() < 1 || options.topk() > vocab)
     throw std::invalid_argument(fmt::format("lens: topk {} is outside 1..{}", options.topk(), vocab));
-  const int64_t chunk = std::max<int64_t>(1, options.chunk_bytes() / std::max<int64_t>(1, tokens * vocab * 4));
-  const auto norms = states.norm(2, -1).to(torch::kFloat32).cpu();
-  const auto scale = (tokens > 1 ? norms.slice(1, 1) : norms).max().item<float>();
-  const auto final_top1 = final_probs.argmax(-1);                           // [tokens]
-  const auto final_qlogq = torch::xlogy(final_probs, final_probs).sum(-1);  // [tokens]: sum q log q
   if (options.target() >= vocab)
     throw std::invalid_argument(fmt::format("lens: target token {} is outside the vocabulary", options.target()));
+  const int64_t chunk = std::max<int64_t>(1, options.chunk_bytes() / std::max<int64_t>(1, tokens * vocab * 4));
+  const auto norms = states.norm(2, -1).to(torch::kFloat32).cpu();
   const auto norm_at = norms.accessor<float, 2>();
+  // Each stacked row's view, and each view's magnitude scale.
+  std::vector<std::size_t> view_of;
+  std::vector<int64_t> first_row;
+  std::vector<float> scale;
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    first_row.push_back(static_cast<int64_t>(view_of.size()));
+    view_of.insert(view_of.end(), static_cast<std::size_t>(views[i].size(0)), i);
+    const auto view_norms = norms.slice(0, first_row.back(), first_row.back() + views[i].size(0));
+    scale.push_back((tokens > 1 ? view_norms.slice(1, 1) : view_norms).max().item<float>());
+  }
   const int64_t k = options.topk();
   const auto final_cpu = final_probs.to(torch::kFloat32).cpu().contiguous();
-  const auto final_top1_cpu = final_top1.cpu(), final_qlogq_cpu = final_qlogq.to(torch::kFloat32).cpu();
-  LensGrid grid;
-  grid.cells.assign(static_cast<std::size_t>(rows), std::vector<LensCell>(static_cast<std::size_t>(tokens)));
+  const auto final_top1 = final_cpu.argmax(-1);                                               // [tokens]
+  const auto final_qlogq = torch::xlogy(final_cpu, final_cpu).sum(-1).to(torch::kFloat32);  // [tokens]: sum q log q
+  std::vector<LensGrid> grids(views.size());
+  for (std::size_t i = 0; i < views.size(); ++i)
+    grids[i].cells.assign(static_cast<std::size_t>(views[i].size(0)),
+                          std::vector<LensCell>(static_cast<std::size_t>(tokens)));
   for (int64_t begin = 0; begin < rows; begin += chunk) {
     const int64_t end = std::min(rows, begin + chunk);
     auto [decoded, decoded_logits] = detail::decode_with_logits(decoder, states.slice(0, begin, end));
-    const auto probs = decoded.to(torch::kFloat32).reshape({-1, vocab}).cpu().contiguous();  // [(chunk*tokens), vocab]
-    const auto logits = decoded_logits.defined()
-                            ? decoded_logits.to(torch::kFloat32).reshape({-1, vocab}).cpu().contiguous()
-                            : torch::Tensor();
-    const float* p = probs.data_ptr<float>();
+    const auto as_rows = [&](const torch::Tensor& t) {  // [(chunk * tokens), vocab], float32 on the CPU
+      return t.defined() ? t.to(torch::kFloat32).reshape({-1, vocab}).cpu().contiguous() : t;
+    };
+    const auto probs = as_rows(decoded), logits = as_rows(decoded_logits);
+    const float* p = probs.defined() ? probs.data_ptr<float>() : nullptr;
     const float* z = logits.defined() ? logits.data_ptr<float>() : nullptr;
-    // Each (layer, token) row's statistics in one pass over its probabilities, rows spread over the threads.
-    at::parallel_for(0, probs.size(0), 4, [&](int64_t first, int64_t last) {
+    // Each (layer, token) row's statistics in one pass over its values, rows spread over the threads.
+    at::parallel_for(0, (end - begin) * tokens, 4, [&](int64_t first, int64_t last) {
       for (int64_t i = first; i < last; ++i) {
-        const int64_t t = i % tokens;
-        auto& cell = grid.cells[static_cast<std::size_t>(begin + i / tokens)][static_cast<std::size_t>(t)];
-        detail::cell_statistics(p + i * vocab, z ? z + i * vocab : nullptr, final_cpu.data_ptr<float>() + t * vocab,
-                                vocab, final_top1_cpu.data_ptr<int64_t>()[t], options.target(), k, cell);
-        cell.kl_to_final = std::max(0.0f, final_qlogq_cpu.data_ptr<float>()[t] + cell.kl_to_final);
-        cell.magnitude = norm_at[begin + i / tokens][t] / scale;
+        const int64_t row = begin + i / tokens, t = i % tokens;
+        const auto view = view_of[static_cast<std::size_t>(row)];
+        auto& cell = grids[view].cells[static_cast<std::size_t>(row - first_row[view])][static_cast<std::size_t>(t)];
+        const float* q = final_cpu.data_ptr<float>() + t * vocab;
+        const int64_t top1 = final_top1.data_ptr<int64_t>()[t];
+        if (p)
+          detail::cell_statistics(p + i * vocab, z ? z + i * vocab : nullptr, q, vocab, top1, options.target(), k, cell);
+        else
+          detail::cell_statistics_from_logits(z + i * vocab, q, vocab, top1, options.target(), k, cell);
+        cell.kl_to_final = std::max(0.0f, final_qlogq.data_ptr<float>()[t] + cell.kl_to_final);
+        cell.magnitude = norm_at[row][t] / scale[view];
       }
     });
-    if (progress) progress(done_before + end, total ? total : rows);
+    if (progress) progress(end, rows);
   }
-  return grid;
+  return grids;
 }
 
-/// The seed's lens and delta lens for the prompt `ids`, with the statistics of `LensCell`.
+/// Decodes one view `states` `[rows, tokens, width]`; see `decode_views`.
+inline LensGrid decode_states(torch::nn::Sequential& decoder, const torch::Tensor& states,
+                              const torch::Tensor& final_probs, const LensOptions& options,
+                              const LensProgress& progress = {}) {
+  return std::move(decode_views(decoder, {states}, final_probs, options, progress).front());
+}
+
+/// Thrown by `logit_lens` when the model's residual stream or output distribution holds NaN or infinity (bad
+/// weights, or an overflow); the message names the first row where it appears.
+class NonFiniteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The seed's lens and delta lens for the prompt `ids`, with the statistics of `LensCell`. Throws `NonFiniteError`
+/// when the residual stream or the model's output holds NaN or infinity.
 inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>& ids, const LensOptions& options = {},
                              const LensProgress& progress = {}) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> labels;
   const auto stream = residual_stream(model, ids, options.attention_rows(), &labels);
+  const auto finite_rows = torch::isfinite(stream).flatten(1).all(1).cpu();
+  for (int64_t row = 0; row < finite_rows.size(0); ++row)
+    if (!finite_rows[row].item<bool>())
+      throw NonFiniteError(fmt::format("lens: the residual stream at row '{}' holds NaN or infinity", labels[row]));
   auto decoder = make_decoder(model);
   const auto final_probs = decoder->forward(stream[stream.size(0) - 1]).to(torch::kFloat32);
+  if (!torch::isfinite(final_probs).all().item<bool>())
+    throw NonFiniteError("lens: the model's output distribution holds NaN or infinity");
   LensResult result;
   result.ids = ids;
   result.topk = options.topk();
   result.target = options.target();
   const auto states = stream.slice(0, 1);
   const auto deltas = stream.slice(0, 1) - stream.slice(0, 0, -1);
-  const int64_t total = 2 * states.size(0);
-  if (progress) progress(0, total);  // the forward is done; decoding starts
-  result.lens = decode_states(decoder, states, final_probs, options, progress, 0, total);
-  result.delta_lens = decode_states(decoder, deltas, final_probs, options, progress, states.size(0), total);
+  if (progress) progress(0, 2 * states.size(0));  // the forward is done; decoding starts
+  auto grids = decode_views(decoder, {states, deltas}, final_probs, options, progress);
+  result.lens = std::move(grids[0]);
+  result.delta_lens = std::move(grids[1]);
   result.lens.rows = result.delta_lens.rows = std::vector<std::string>(labels.begin() + 1, labels.end());
   return result;
 }

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <baukit/hook.hpp>
+#include <baukit/models/onednn_linear.hpp>
 #include <baukit/models/skinny_matmul.hpp>
 #include <set>
 #include <string>
@@ -72,12 +73,13 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   }
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
   torch::Tensor forward(const torch::Tensor& x) {
-    if (auto product = skinny_linear(x.reshape({-1, in_features_}), weight, bias)) {  // a few rows: weight-bound
-      auto shape = x.sizes().vec();
-      shape.back() = out_features_;
-      return product->view(shape);
-    }
-    return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
+    const auto rows = x.reshape({-1, in_features_});
+    auto product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)  // a few rows: weight-bound
+                                                  : onednn_linear(rows, weight, bias);  // many: compute-bound
+    if (!product) return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
+    auto shape = x.sizes().vec();
+    shape.back() = out_features_;
+    return product->view(shape);
   }
   /// Prints `Linear(in=..., out=..., bias=...)`.
   void pretty_print(std::ostream& stream) const override {
