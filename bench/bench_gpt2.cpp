@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
   const double per_token = (generation - forward) / (new_tokens - 1);  // first token: the prompt's forward
   fmt::print("model {}: {:.2f} G parameters, {:.2f} GB file; {} threads\n", dir.string(), parameters / 1e9,
              file_bytes / 1e9, threads);
-  fmt::print("machine: matmul {:.1f} GFLOP/s (best of BLAS {:.1f}, oneDNN {:.1f}), memory read {:.1f} GB/s\n", flops / 1e9,
-             rates.blas / 1e9, rates.onednn / 1e9, bandwidth / 1e9);
+  fmt::print("machine: matmul {:.1f} GFLOP/s (best of BLAS {:.1f}, oneDNN {:.1f}), memory read {:.1f} GB/s\n",
+             flops / 1e9, rates.blas / 1e9, rates.onednn / 1e9, bandwidth / 1e9);
   fmt::print("load (warm page cache{}): {:.3f} s median of 3 (target < 1 s)\n", check_finite ? ", NaN scan" : "",
              loads[1]);
   fmt::print("peak RSS: {:.2f} GB = {:.3f} x the file (target < 1.1)\n", rss / 1e9, rss / file_bytes);

@@ -88,8 +88,10 @@ int main(int argc, char** argv) {
       2.0 * 2 * static_cast<double>(states.size(0) * states.size(1) * width * model->vocab_size());
   const auto rates = bench::matmul_flops();
   const double flops = rates.best();
-  fmt::print("model {} ({:.2f} GB), prompt of {} tokens, 2 threads; matmul {:.1f} GFLOP/s (best of BLAS {:.1f}, oneDNN {:.1f})\n",
-             dir.string(), file_bytes / 1e9, ids.size(), flops / 1e9, rates.blas / 1e9, rates.onednn / 1e9);
+  fmt::print(
+      "model {} ({:.2f} GB), prompt of {} tokens, 2 threads; matmul {:.1f} GFLOP/s (best of BLAS {:.1f}, oneDNN "
+      "{:.1f})\n",
+      dir.string(), file_bytes / 1e9, ids.size(), flops / 1e9, rates.blas / 1e9, rates.onednn / 1e9);
   fmt::print("baukit-lens end to end (process start to page written): {:.3f} s median of 3 warm runs\n",
              runs[1].seconds);
   fmt::print("baukit-lens peak RSS: {:.2f} GB = {:.3f} x the checkpoint (target < 1.2)\n", runs[1].peak_rss_bytes / 1e9,

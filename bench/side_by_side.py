@@ -11,17 +11,48 @@ and prints per phase (start-up, load, forward, lens decode, page) and in total t
 the ratios C++/Python, and the compute phases against their bounds from a matmul and a copy timed here. Checks that
 every cell's top-1 token agrees. Then greedy generation of --new-tokens tokens: the seed's full-recompute loop in
 Python against baukit's KV cache (once each: the Python loop alone takes minutes), with the tokens compared.
-Needs Debian's python3-torch; it uses the same libtorch build and OpenBLAS as the C++ programs.
+Needs Debian's python3-torch; it uses the same libtorch build and OpenBLAS as the C++ programs. When that OpenBLAS
+does not know the CPU and falls back to its generic kernels (Debian's 0.3.21 on CPU model 207: "Core: Prescott",
+~30 GFLOP/s), every run gets OPENBLAS_CORETYPE for the CPU's vector width (--openblas-core), so that Python's
+matmuls are as fast as the machine allows; the C++ lens decode uses oneDNN and does not depend on it.
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 
-import torch
+GENERIC_OPENBLAS_CORES = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai", "Coppermine",
+                          "Northwood", "Banias", "Sandybridge"}
+
+
+def openblas_core():
+    """The kernel set OpenBLAS picks here, as OPENBLAS_VERBOSE=2 reports it (None if it does not say)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; torch.mm(torch.ones(64, 64), torch.ones(64, 64))"],
+                           env=dict(os.environ, OPENBLAS_VERBOSE="2"), capture_output=True, text=True)
+    found = re.search(r"Core: (\w+)", probe.stdout + probe.stderr)
+    return found.group(1) if found else None
+
+
+def choose_openblas_core(requested):
+    """Sets OPENBLAS_CORETYPE for this process and its children (before torch loads) and returns a note on it."""
+    detected = openblas_core()
+    if requested == "as-is":
+        return f"OpenBLAS core: {detected} (as detected)"
+    if requested == "auto":
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        if detected not in GENERIC_OPENBLAS_CORES:
+            return f"OpenBLAS core: {detected} (as detected)"
+        requested = "SkylakeX" if " avx512f" in flags else "Haswell" if " avx2" in flags else None
+        if requested is None:
+            return f"OpenBLAS core: {detected} (as detected)"
+    os.environ["OPENBLAS_CORETYPE"] = requested
+    return (f"OpenBLAS core: detected {detected}; every run uses OPENBLAS_CORETYPE={requested} "
+            f"(now: {openblas_core()})")
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = ". The Space Needle is located in"  # the seed's prompt (8 tokens)
@@ -63,30 +94,33 @@ def run_measured(argv):
     return wall, usage.ru_maxrss * 1024, b"".join(chunks).decode()
 
 
+def best_seconds(fn, runs=6):
+    """The fastest of `runs` timings of fn after a warm-up: the machine's peak rate, less others' noise."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def machine_bounds():
+    """Matmul FLOP/s (the faster of BLAS and oneDNN, both printed), copy and read bandwidth, best of 6 each."""
+    import torch
     torch.set_num_threads(2)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    times = []
-    for _ in range(6):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    flops = 2 * 2048 ** 3 / statistics.median(times[1:])
+    blas = 2 * 2048 ** 3 / best_seconds(lambda: torch.mm(a, b))
+    onednn = 0.0
+    if torch.backends.mkldnn.is_available():
+        bt = b.t().contiguous()
+        onednn = 2 * 2048 ** 3 / best_seconds(lambda: torch._C._nn.mkldnn_linear(a.to_mkldnn(), bt).to_dense())
+    flops = max(blas, onednn)
     src = torch.ones(1 << 28)
     dst = torch.empty_like(src)
-    times = []
-    for _ in range(6):
-        t = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t)
-    copy = 2 * src.numel() * 4 / statistics.median(times[1:])  # bytes read + written per second
-    times = []
-    for _ in range(6):
-        t = time.perf_counter()
-        src.sum()
-        times.append(time.perf_counter() - t)
-    read = src.numel() * 4 / statistics.median(times[1:])  # what streaming weights needs: reading only
-    return flops, copy, read
+    copy = 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src))  # bytes read + written per second
+    read = src.numel() * 4 / best_seconds(lambda: src.sum())  # what streaming weights needs: reading only
+    return flops, blas, onednn, copy, read
 
 
 def main():
@@ -95,7 +129,12 @@ def main():
     parser.add_argument("--model", default=None, help="default: BUILD/bench-data/gpt2-xl (written if missing)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=100)
+    parser.add_argument("--openblas-core", default="auto",
+                        help="auto (replace a generic core by the CPU's), as-is, or an OPENBLAS_CORETYPE name")
     args = parser.parse_args()
+    blas_note = choose_openblas_core(args.openblas_core)
+    print(blas_note, flush=True)
+    import torch
     model = args.model or os.path.join(args.build, "bench-data", "gpt2-xl")
     lens_exe = os.path.join(args.build, "examples", "baukit-lens")
     generate_exe = os.path.join(args.build, "bench", "bench-generate")
@@ -135,12 +174,14 @@ def main():
             results[name].append((phases, rss))
             print(f"  run {r + 1} {name:5s} {wall:7.2f} s, peak RSS {rss / 1e9:5.2f} GB", flush=True)
 
-    flops, copy, bandwidth = machine_bounds()
+    flops, blas, onednn, copy, bandwidth = machine_bounds()
     median = {name: {p: statistics.median(run[0][p] for run in runs) for p in PHASES + ["total"]}
               for name, runs in results.items()}
     rss = {name: statistics.median(run[1] for run in runs) for name, runs in results.items()}
 
-    print(f"\nmachine: matmul {flops / 1e9:.1f} GFLOP/s, copy {copy / 1e9:.1f} GB/s (read + write), "
+    print(f"\n{blas_note}")
+    print(f"machine: matmul {flops / 1e9:.1f} GFLOP/s (best of BLAS {blas / 1e9:.1f}, oneDNN {onednn / 1e9:.1f}), "
+          f"copy {copy / 1e9:.1f} GB/s (read + write), "
           f"read {bandwidth / 1e9:.1f} GB/s; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {model}: {weight_bytes / 1e9:.2f} GB; prompt {PROMPT!r} ({len(ids)} tokens); median of {args.runs}")

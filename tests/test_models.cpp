@@ -488,7 +488,7 @@ TEST_CASE("The skinny products equal BLAS for 1 to 16 rows, and decline what the
   CHECK_FALSE(models::skinny_addmm(in_out_bias, torch::randn({17, 208}), in_out));  // too many rows: BLAS
   CHECK_FALSE(models::skinny_linear(torch::randn({17, 208}), out_in, {}));
   CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}), torch::randn({208, 40})));      // 40 % 16 != 0
-  CHECK_FALSE(models::skinny_linear(torch::randn({2, 40}), torch::randn({8, 40}), {}));         // 40 % 16 != 0
+  CHECK_FALSE(models::skinny_linear(torch::randn({2, 40}), torch::randn({8, 40}), {}));        // 40 % 16 != 0
   CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}), torch::randn({96, 208}).t()));  // strided
   CHECK_FALSE(models::skinny_linear(torch::randn({2, 208}), torch::randn({208, 96}).t(), {}));
   CHECK_FALSE(models::skinny_addmm({}, torch::randn({2, 208}, torch::kFloat64), in_out.to(torch::kFloat64)));

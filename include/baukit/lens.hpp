@@ -18,11 +18,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <bit>
 #include <baukit/decoder.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/tokenizer.hpp>
 #include <baukit/trace.hpp>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -206,9 +206,10 @@ template <class F>
   const F n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // x / ln 2 rounded to the nearest integer
   const F r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   const F p =
-      1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f +
-                                          r * (0.0416666679f +
-                                               r * (0.00833333377f + r * (0.00138888892f + r * 1.98412701e-4f))))));
+      1.0f +
+      r * (1.0f +
+           r * (0.5f + r * (0.166666672f +
+                            r * (0.0416666679f + r * (0.00833333377f + r * (0.00138888892f + r * 1.98412701e-4f))))));
   if constexpr (std::is_same_v<F, float>)
     return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
   else
@@ -340,7 +341,7 @@ inline std::vector<LensGrid> decode_views(torch::nn::Sequential& decoder, const 
   }
   const int64_t k = options.topk();
   const auto final_cpu = final_probs.to(torch::kFloat32).cpu().contiguous();
-  const auto final_top1 = final_cpu.argmax(-1);                                               // [tokens]
+  const auto final_top1 = final_cpu.argmax(-1);                                             // [tokens]
   const auto final_qlogq = torch::xlogy(final_cpu, final_cpu).sum(-1).to(torch::kFloat32);  // [tokens]: sum q log q
   std::vector<LensGrid> grids(views.size());
   for (std::size_t i = 0; i < views.size(); ++i)
@@ -364,7 +365,8 @@ inline std::vector<LensGrid> decode_views(torch::nn::Sequential& decoder, const 
         const float* q = final_cpu.data_ptr<float>() + t * vocab;
         const int64_t top1 = final_top1.data_ptr<int64_t>()[t];
         if (p)
-          detail::cell_statistics(p + i * vocab, z ? z + i * vocab : nullptr, q, vocab, top1, options.target(), k, cell);
+          detail::cell_statistics(p + i * vocab, z ? z + i * vocab : nullptr, q, vocab, top1, options.target(), k,
+                                  cell);
         else
           detail::cell_statistics_from_logits(z + i * vocab, q, vocab, top1, options.target(), k, cell);
         cell.kl_to_final = std::max(0.0f, final_qlogq.data_ptr<float>()[t] + cell.kl_to_final);

@@ -74,8 +74,11 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
   torch::Tensor forward(const torch::Tensor& x) {
     const auto rows = x.reshape({-1, in_features_});
-    auto product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)  // a few rows: weight-bound
-                                                  : onednn_linear(rows, weight, bias);  // many: compute-bound
+    // A few rows are bound by weight bytes: the skinny kernels. Many rows are compute-bound: libtorch's BLAS,
+    // unless it runs generic kernels on this CPU.
+    auto product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)
+                   : blas_runs_generic_kernels()  ? onednn_linear(rows, weight, bias)
+                                                  : std::nullopt;
     if (!product) return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
     auto shape = x.sizes().vec();
     shape.back() = out_features_;

@@ -77,9 +77,9 @@ enum class SkinnyIsa { none, avx2, avx512 };
 /// The best instruction set this CPU runs (checked once).
 inline SkinnyIsa skinny_isa() {
 #ifdef BAUKIT_SKINNY_MATMUL_X86
-  static const SkinnyIsa isa = __builtin_cpu_supports("avx512f")                                    ? SkinnyIsa::avx512
+  static const SkinnyIsa isa = __builtin_cpu_supports("avx512f")                                 ? SkinnyIsa::avx512
                                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? SkinnyIsa::avx2
-                                                                                                    : SkinnyIsa::none;
+                                                                                                 : SkinnyIsa::none;
   return isa;
 #else
   return SkinnyIsa::none;
@@ -121,7 +121,9 @@ torch::Tensor skinny_product(const torch::Tensor& bias, const torch::Tensor& x, 
 }  // namespace detail
 
 /// Whether a skinny kernel runs here: an x86-64 build by GCC on a CPU with AVX-512, or AVX2 and FMA.
-inline bool skinny_matmul_available() { return detail::skinny_isa() != detail::SkinnyIsa::none; }
+inline bool skinny_matmul_available() {
+  return detail::skinny_isa() != detail::SkinnyIsa::none;
+}
 
 /// `bias + x @ weight` for `x` [m, k] with m <= kSkinnyMaxRows, `weight` [k, n] (Conv1D's layout, n a multiple
 /// of 16) and `bias` [n] (undefined: none), all float32 on the CPU, the weight contiguous, and no autograd graph
