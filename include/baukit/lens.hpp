@@ -125,6 +125,28 @@ using LensProgress = std::function<void(int64_t done, int64_t total)>;
 
 namespace detail {
 
+/// The `k` largest of `values[0, n)` and their indices, largest first, ties keeping the lower index first; NaN never
+/// enters, and slots no value filled hold `lowest` and index -1. By insertion into a short sorted list: most values
+/// fail the first comparison, against the k-th.
+inline std::pair<std::vector<float>, std::vector<int64_t>> top_k(const float* values, int64_t n, int64_t k,
+                                                                 float lowest) {
+  std::vector<float> top(static_cast<std::size_t>(k), lowest);
+  std::vector<int64_t> ids(static_cast<std::size_t>(k), -1);
+  float kth = lowest;
+  for (int64_t v = 0; v < n; ++v) {
+    if (!(values[v] > kth)) continue;
+    auto at = static_cast<std::size_t>(k - 1);
+    for (; at > 0 && values[v] > top[at - 1]; --at) {
+      top[at] = top[at - 1];
+      ids[at] = ids[at - 1];
+    }
+    top[at] = values[v];
+    ids[at] = v;
+    kth = top.back();
+  }
+  return {std::move(top), std::move(ids)};
+}
+
 /// One cell's statistics from its probabilities `p` [vocab] and the final distribution `q` [vocab] at the same
 /// position: top-k, entropy, ranks, and `-sum q log p` in `kl_to_final` (the caller adds `sum q log q`).
 /// With `logits` (when `p` is their softmax), log p is `logits - logsumexp`, with the logsumexp recovered from the
@@ -132,21 +154,7 @@ namespace detail {
 /// logarithms. Ties in top-k keep the lower token id first.
 inline void cell_statistics(const float* __restrict p, const float* __restrict logits, const float* __restrict q,
                             int64_t vocab, int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
-  // Top-k by insertion into a short sorted list; most entries fail the first comparison against the k-th.
-  std::vector<float> top_p(static_cast<std::size_t>(k), -1.0f);
-  std::vector<int64_t> top_id(static_cast<std::size_t>(k), -1);
-  float kth = -1.0f;
-  for (int64_t v = 0; v < vocab; ++v) {
-    if (p[v] <= kth) continue;
-    auto at = static_cast<std::size_t>(k - 1);
-    for (; at > 0 && p[v] > top_p[at - 1]; --at) {
-      top_p[at] = top_p[at - 1];
-      top_id[at] = top_id[at - 1];
-    }
-    top_p[at] = p[v];
-    top_id[at] = v;
-    kth = top_p.back();
-  }
+  auto [top_p, top_id] = top_k(p, vocab, k, -1.0f);
   cell.tokens = std::move(top_id);
   cell.probs = std::move(top_p);
   const float p_final = p[final_top1], p_target = target >= 0 ? p[target] : 0.0f;
@@ -221,21 +229,7 @@ template <class F>
 /// and without a probability tensor. A NaN logit makes the probabilities, entropy and divergence NaN.
 inline void cell_statistics_from_logits(const float* __restrict z, const float* __restrict q, int64_t vocab,
                                         int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
-  constexpr float kLowest = -std::numeric_limits<float>::infinity();
-  std::vector<float> top_z(static_cast<std::size_t>(k), kLowest);
-  std::vector<int64_t> top_id(static_cast<std::size_t>(k), -1);
-  float kth = kLowest;
-  for (int64_t v = 0; v < vocab; ++v) {
-    if (!(z[v] > kth)) continue;  // (NaN fails too)
-    auto at = static_cast<std::size_t>(k - 1);
-    for (; at > 0 && z[v] > top_z[at - 1]; --at) {
-      top_z[at] = top_z[at - 1];
-      top_id[at] = top_id[at - 1];
-    }
-    top_z[at] = z[v];
-    top_id[at] = v;
-    kth = top_z.back();
-  }
+  auto [top_z, top_id] = top_k(z, vocab, k, -std::numeric_limits<float>::infinity());
   // With d = z - max and e = e^d: sums of e, e d, q d and q, and the ranks; four entries at a time, summed in
   // float over 32 steps and then in double (50k terms in float alone would lose ~1e-5).
   const float max = top_z[0], z_final = z[final_top1], z_target = target >= 0 ? z[target] : 0.0f;
