@@ -517,6 +517,20 @@ TEST_CASE("The oneDNN product equals BLAS for many rows, and declines what it do
   CHECK_FALSE(models::onednn_linear(x, weight.clone().requires_grad_(), {}));
 }
 
+TEST_CASE("Conv1D and Linear refuse an input of the wrong width", "[kernels][errors]") {
+  torch::NoGradGuard no_grad;
+  baukit::models::Conv1D conv(8, 16);
+  baukit::models::Linear linear(8, 16);
+  conv->weight.normal_();
+  conv->bias.zero_();
+  linear->weight.normal_();
+  CHECK_THROWS_WITH(conv->forward(torch::randn({2, 4, 7})), Catch::Contains("last dimension 7, expected 8"));
+  CHECK_THROWS(linear->forward(torch::randn({2, 4, 7})));
+  CHECK_THROWS(linear->forward(torch::randn({2, 4, 16})));  // 2 x 4 x 16 = 16 rows of 8: must not be reshaped
+  CHECK(conv->forward(torch::randn({2, 4, 8})).sizes() == torch::IntArrayRef({2, 4, 16}));
+  CHECK(linear->forward(torch::randn({2, 4, 8})).sizes() == torch::IntArrayRef({2, 4, 16}));
+}
+
 TEST_CASE("Every checkpoint in the committed bad-input corpus fails with its error kind, naming file and tensor",
           "[io][errors][corpus]") {
   // tests/data/bad-checkpoints/make_corpus.py wrote these; each folder's expect.json holds the kind and the strings

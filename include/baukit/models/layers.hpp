@@ -9,7 +9,9 @@
 #include <baukit/hook.hpp>
 #include <baukit/models/onednn_linear.hpp>
 #include <baukit/models/skinny_matmul.hpp>
+#include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 namespace baukit::models {
@@ -29,6 +31,9 @@ class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
   }
   /// x @ weight + bias, over the last dimension of `x`.
   torch::Tensor forward(const torch::Tensor& x) {
+    if (x.dim() < 1 || x.size(-1) != in_features_)
+      throw std::invalid_argument(fmt::format("Conv1D: input of shape {} has last dimension {}, expected {}",
+                                              fmt::join(x.sizes(), "x"), x.dim() ? x.size(-1) : 0, in_features_));
     auto shape = x.sizes().vec();
     shape.back() = out_features_;
     const auto rows = x.reshape({-1, in_features_});
@@ -73,12 +78,15 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   }
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
   torch::Tensor forward(const torch::Tensor& x) {
-    const auto rows = x.reshape({-1, in_features_});
     // A few rows are bound by weight bytes: the skinny kernels. Many rows are compute-bound: libtorch's BLAS,
-    // unless it runs generic kernels on this CPU.
-    auto product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)
-                   : blas_runs_generic_kernels()  ? onednn_linear(rows, weight, bias)
-                                                  : std::nullopt;
+    // unless it runs generic kernels on this CPU. (A wrong width goes to torch::linear, whose error names it.)
+    std::optional<torch::Tensor> product;
+    if (x.dim() >= 1 && x.size(-1) == in_features_) {
+      const auto rows = x.reshape({-1, in_features_});
+      product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)
+                : blas_runs_generic_kernels()  ? onednn_linear(rows, weight, bias)
+                                               : std::nullopt;
+    }
     if (!product) return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
     auto shape = x.sizes().vec();
     shape.back() = out_features_;
