@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <baukit/models/skinny_matmul.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -40,13 +41,7 @@ inline bool blas_runs_generic_kernels() {
 /// otherwise, so the caller uses `torch::linear`. Same result up to float rounding order.
 inline std::optional<torch::Tensor> onednn_linear(const torch::Tensor& x, const torch::Tensor& weight,
                                                   const torch::Tensor& bias) {
-  const auto is_cpu_float = [](const torch::Tensor& t) {
-    return t.layout() == torch::kStrided && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
-  };
-  const bool records_graph = torch::GradMode::is_enabled() &&
-                             (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  if (records_graph || !at::hasMKLDNN() || x.dim() != 2 || weight.dim() != 2 || x.size(1) != weight.size(1) ||
-      !is_cpu_float(x) || !is_cpu_float(weight) || (bias.defined() && !is_cpu_float(bias)))
+  if (!at::hasMKLDNN() || !detail::plain_float_product(bias, x, weight) || x.size(1) != weight.size(1))
     return std::nullopt;
   const auto b = bias.defined() ? c10::optional<torch::Tensor>(bias.contiguous()) : c10::nullopt;
   return at::mkldnn_linear(x.contiguous().to_mkldnn(), weight.contiguous(), b).to_dense();

@@ -3,7 +3,8 @@
 /// weight byte once. General BLAS kernels pack and re-stream the weight for such products and reach a fraction of
 /// the memory bandwidth (measured here: OpenBLAS 6 GB/s at 8 rows against 34 GB/s); these products are bound by
 /// weight bytes, so these kernels keep the rows' accumulators in registers and stream the weight once. x86-64
-/// AVX-512 or AVX2/FMA, chosen at run time; everything else falls back to libtorch.
+/// AVX-512 or AVX2/FMA, chosen at run time, in builds by GCC (the kernels' target regions use GCC's pragmas); other
+/// compilers and CPUs fall back to libtorch.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -86,17 +87,24 @@ inline SkinnyIsa skinny_isa() {
 #endif
 }
 
-/// Whether `x` [m, k] and a weight can go to a skinny kernel: float32 CPU tensors, a few rows, the weight
-/// contiguous, and no autograd graph to record (autograd must see the product, so that goes to libtorch).
-inline bool skinny_applies(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
+/// Whether `x @ weight (+ bias)` is a float32 product of dense 2-D CPU tensors (`bias` undefined or float32 on the
+/// CPU) that no autograd graph must record (autograd must see the product, so that goes to libtorch): what every
+/// hand-chosen kernel here and in onednn_linear.hpp needs.
+inline bool plain_float_product(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
   const auto is_cpu_float = [](const torch::Tensor& t) {
-    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
+    return t.layout() == torch::kStrided && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
   };
   const bool records_graph = torch::GradMode::is_enabled() &&
                              (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  return !records_graph && skinny_isa() != SkinnyIsa::none && x.dim() == 2 && weight.dim() == 2 && x.size(0) > 0 &&
-         x.size(0) <= kSkinnyMaxRows && is_cpu_float(x) && is_cpu_float(weight) &&
-         (!bias.defined() || is_cpu_float(bias)) && weight.is_contiguous();
+  return !records_graph && x.dim() == 2 && weight.dim() == 2 && is_cpu_float(x) && is_cpu_float(weight) &&
+         (!bias.defined() || is_cpu_float(bias));
+}
+
+/// Whether `x` [m, k] and a weight can go to a skinny kernel: a `plain_float_product` with a few rows, the weight
+/// contiguous, on a CPU with a kernel.
+inline bool skinny_applies(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
+  return skinny_isa() != SkinnyIsa::none && plain_float_product(bias, x, weight) && x.size(0) > 0 &&
+         x.size(0) <= kSkinnyMaxRows && weight.is_contiguous();
 }
 
 /// Runs `columns(x, w, y, m, k, n, begin, end)` for the output columns split over threads in whole `step`s, so
