@@ -5,12 +5,27 @@ find_dependency(Torch)
 find_dependency(range-v3)
 find_dependency(nlohmann_json)
 find_dependency(fmt)
-find_dependency(PkgConfig)
+find_package(PkgConfig QUIET)
 # libtorch's OpenMP builds (Debian's, pytorch.org's) define at::parallel_for inline with `#pragma omp parallel`:
 # without OpenMP in *our* compile it runs on one thread. baukit's kernels (the skinny product, the lens
 # statistics) rely on it.
 find_package(OpenMP QUIET)
-pkg_check_modules(BAUKIT_PCRE2 REQUIRED IMPORTED_TARGET GLOBAL libpcre2-8)
+if(NOT TARGET baukit_pcre2)
+  # PCRE2 ships a pkg-config file, not a CMake package; without pkg-config, look for the header and library.
+  add_library(baukit_pcre2 INTERFACE IMPORTED GLOBAL)
+  if(PKG_CONFIG_FOUND)
+    pkg_check_modules(BAUKIT_PCRE2 REQUIRED IMPORTED_TARGET GLOBAL libpcre2-8)
+    target_link_libraries(baukit_pcre2 INTERFACE PkgConfig::BAUKIT_PCRE2)
+  else()
+    find_path(BAUKIT_PCRE2_INCLUDE_DIR pcre2.h)
+    find_library(BAUKIT_PCRE2_LIBRARY pcre2-8)
+    if(NOT BAUKIT_PCRE2_INCLUDE_DIR OR NOT BAUKIT_PCRE2_LIBRARY)
+      message(FATAL_ERROR "baukit: PCRE2 (pcre2.h and libpcre2-8) not found; install libpcre2-dev or set CMAKE_PREFIX_PATH")
+    endif()
+    target_include_directories(baukit_pcre2 INTERFACE ${BAUKIT_PCRE2_INCLUDE_DIR})
+    target_link_libraries(baukit_pcre2 INTERFACE ${BAUKIT_PCRE2_LIBRARY})
+  endif()
+endif()
 # Make the imported targets visible to a parent project that uses baukit through add_subdirectory.
 get_property(_baukit_imported DIRECTORY PROPERTY IMPORTED_TARGETS)
 foreach(_baukit_target IN LISTS _baukit_imported)
@@ -22,11 +37,21 @@ endforeach()
 if(NOT TARGET baukit_torch)
   # Debian's TorchConfig gives a library list rather than one target: wrap it.
   add_library(baukit_torch INTERFACE IMPORTED GLOBAL)
+  # pytorch.org's libtorch 2.5 and later exports the std::filesystem functions of the libstdc++ it was built with
+  # (pytorch issue 133437); a program built by a newer GCC whose calls bind to those crashes. Linking libstdc++
+  # ahead of libtorch binds them to libstdc++'s own (versioned) symbols.
+  include(CheckCXXSymbolExists)
+  check_cxx_symbol_exists(__GLIBCXX__ cstddef BAUKIT_USES_LIBSTDCXX)
+  if(BAUKIT_USES_LIBSTDCXX)
+    target_link_libraries(baukit_torch INTERFACE "-Wl,--push-state,--no-as-needed,-lstdc++,--pop-state")
+  endif()
   target_link_libraries(baukit_torch INTERFACE ${TORCH_LIBRARIES})
   separate_arguments(_baukit_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(baukit_torch INTERFACE ${_baukit_torch_flags})
 endif()
-set(BAUKIT_DEPENDENCY_TARGETS baukit_torch range-v3::range-v3 nlohmann_json::nlohmann_json fmt::fmt PkgConfig::BAUKIT_PCRE2)
+# fmt header-only: libtorch 2.x ships its own fmt headers, which can be found before the system's; used header-only
+# they never meet a libfmt of another version at link time.
+set(BAUKIT_DEPENDENCY_TARGETS baukit_torch range-v3::range-v3 nlohmann_json::nlohmann_json fmt::fmt-header-only baukit_pcre2)
 if(TARGET OpenMP::OpenMP_CXX)
   list(APPEND BAUKIT_DEPENDENCY_TARGETS OpenMP::OpenMP_CXX)
 else()

@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "default_model/corpus.hpp"
+#include "device.hpp"
 
 namespace {
 
@@ -56,9 +57,10 @@ Run run(const std::string& command) {
 
 std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out,
                          const std::string& extra = "") {
-  return fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --threads 1 {}", quoted(BAUKIT_LENS_EXE),
+  const auto device = extra.find("--device") == std::string::npos ? "--device " + baukit_tests::test_device_name() : "";
+  return fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --threads 1 {} {}", quoted(BAUKIT_LENS_EXE),
                      quoted(model.string()), quoted((kFixtures / "gpt2-tiny").string()), quoted(prompt),
-                     quoted(out.string()), extra);
+                     quoted(out.string()), device, extra);
 }
 
 // Tokens equal (allowing neighbours swapped within 1e-5), probabilities and magnitudes within 1e-4.
@@ -132,7 +134,7 @@ TEST_CASE("show escapes every text and attribute value, and lays out nested list
 TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, as they were computed)",
           "[lens][parity]") {
   for (const std::string fixture : {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"}) {
-    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture, baukit_tests::test_device());
     for (auto& item : model->named_parameters())
       if (item.key().ends_with("attn.c_attn.bias")) item.value().detach().zero_();
     const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
@@ -332,7 +334,10 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
   fails_with(lens_command(tiny, "x", dir / "a.html", "--topk 0"), "--topk");
   fails_with(lens_command(tiny, "x", dir / "a.html", "--target ' Seattle Space'"), "--target");
   fails_with(lens_command(tiny, "x", "/proc/version/lens.html"), "/proc/version/lens.html");
-  fails_with(lens_command(tiny, "x", dir / "a.html", "--device cuda"), "cuda");
+  if (torch::cuda::is_available())
+    CHECK(run(lens_command(tiny, "x", dir / "cuda.html", "--device cuda")).status == 0);
+  else
+    fails_with(lens_command(tiny, "x", dir / "a.html", "--device cuda"), "cuda");
   // NaN weights: loaded without a scan, caught in the stream, then named by a scanning load.
   const auto nan_weights = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data" / "bad-checkpoints" / "nan-weights";
   fails_with(lens_command(nan_weights, "!", dir / "a.html"), "transformer.h.0.mlp.c_fc.weight");

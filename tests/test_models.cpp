@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "device.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -75,7 +77,8 @@ CheckpointErrorKind kind_of(const std::function<void()>& load) {
 }
 
 // Hidden states of every block and of transformer.drop within 1e-4, top-5 lens tokens and final top-5 equal,
-// and the 10 greedy tokens equal (with and without the cache), for every prompt of `reference`.
+// and the 10 greedy tokens equal (with and without the cache), for every prompt of `reference`; on the model's
+// device, compared on the CPU.
 void check_parity(baukit::models::CausalLM& model, const nlohmann::json& reference,
                   const std::map<std::string, torch::Tensor>& tensors, const std::string& label) {
   const auto layout = model.lens_layout();
@@ -91,12 +94,12 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
     auto names = layers;
     names.insert(names.begin(), "transformer.drop");
     baukit::TraceDict tr(model.module(), names);
-    const auto logits = model.forward(ids_tensor(ids), {}, nullptr);
+    const auto logits = model.forward(ids_tensor(ids).to(model.device()), {}, nullptr).cpu();
     std::vector<torch::Tensor> hidden;
     for (const auto& layer : layers) hidden.push_back(tr[layer].output()[0]);
-    const auto hs = torch::stack(hidden);
+    const auto hs = torch::stack(hidden).cpu();
     CHECK((hs - tensors.at(fmt::format("p{}.hidden", p))).abs().max().item<double>() < 1e-4);
-    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32) - tensors.at(fmt::format("p{}.embed", p)))
+    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32).cpu() - tensors.at(fmt::format("p{}.embed", p)))
               .abs()
               .max()
               .item<double>() < 1e-4);
@@ -116,7 +119,7 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
     }
     // The lens: top-5 of softmax(lm_head(ln_f(h))) per layer and position.
     torch::NoGradGuard no_grad;
-    const auto top_ids = std::get<1>(decoder->forward(hs).topk(5, -1));
+    const auto top_ids = std::get<1>(decoder->forward(hs.to(model.device())).topk(5, -1)).cpu();
     for (std::size_t l = 0; l < layers.size(); ++l)
       for (std::size_t t = 0; t < ids.size(); ++t) {
         const auto row = top_ids[static_cast<int64_t>(l)][static_cast<int64_t>(t)];
@@ -137,7 +140,7 @@ const std::vector<std::string> kGPT2Fixtures = {"gpt2-tiny", "gpt2-tiny-prefixed
 
 TEST_CASE("GPT-2 matches a float64 reference with Hugging Face's semantics on both fixtures", "[gpt2][parity]") {
   for (const auto& fixture : kGPT2Fixtures) {
-    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture, baukit_tests::test_device());
     baukit::set_requires_grad(false, *model);
     const auto dir = kFixtures.parent_path() / "hf-reference";
     check_parity(*model, read_json(dir / (fixture + ".json")), reference_tensors(dir / (fixture + ".safetensors")),
@@ -150,7 +153,7 @@ TEST_CASE("GPT-2 matches the fixtures' own references once c_attn.bias is droppe
   // The shared references were computed without attn.c_attn.bias (see tests/data/hf-reference/make_reference.py);
   // zeroing it here checks every other part of the model against that independent implementation.
   for (const auto& fixture : kGPT2Fixtures) {
-    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture);
+    auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture, baukit_tests::test_device());
     baukit::set_requires_grad(false, *model);
     for (auto& item : model->named_parameters())
       if (item.key().ends_with("attn.c_attn.bias")) item.value().zero_();
@@ -184,7 +187,7 @@ TEST_CASE("Every GPT-2 submodule has Hugging Face's name and is traceable", "[gp
 
 TEST_CASE("Generation: the cache matches full recomputation, and left-padded batches match single prompts",
           "[gpt2][generate]") {
-  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny", baukit_tests::test_device());
   const auto reference = read_json(kFixtures.parent_path() / "hf-reference" / "gpt2-tiny.json");
   std::vector<std::vector<int64_t>> prompts, expected;
   for (const auto& prompt : reference["prompts"]) {
@@ -388,7 +391,7 @@ TEST_CASE("pytorch_model.bin: zero-copy reading, and a pickle asking for a forei
 TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens; F16 weights stay F16",
           "[gptj][parity]") {
   const auto dir = kFixtures / "gptj-tiny-f16-bin";
-  auto loaded = baukit::models::from_pretrained(dir);
+  auto loaded = baukit::models::from_pretrained(dir, baukit_tests::test_device());
   REQUIRE(loaded->model_type() == "gptj");
   auto& model = dynamic_cast<baukit::models::GPTJForCausalLMImpl&>(*loaded);
   CHECK(model.lm_head->weight.scalar_type() == torch::kFloat16);

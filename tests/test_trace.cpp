@@ -34,6 +34,13 @@ struct PairImpl : torch::nn::Cloneable<PairImpl>, baukit::Hookable {
 };
 TORCH_MODULE(Pair);
 
+// A module deriving from torch::nn::Module directly, so not virtually (as every libtorch 2.x module does, through
+// its Cloneable).
+struct ScaleImpl : torch::nn::Module {
+  torch::Tensor factor = register_parameter("factor", torch::full({1}, 3.0));
+  torch::Tensor forward(const torch::Tensor& x) { return x * factor; }
+};
+
 std::size_t hooks_attached(torch::nn::Module& model) {
   std::size_t count = 0;
   for (const auto& module : model.modules())
@@ -332,6 +339,16 @@ TEST_CASE("Traced wraps stock modules sharing their parameters, and clones stay 
   CHECK(copy->weight.data_ptr() != linear->weight.data_ptr());
   CHECK(torch::equal(copy->forward(x), linear(x)));
   CHECK(std::vector<std::string>{"weight", "bias"} == wrapped->named_parameters().keys());
+
+  // A plain (non-virtual) Module base, as in libtorch 2.x: wrapped the same way, sharing the parameter.
+  static_assert(baukit::detail::module_is_virtual_base<torch::nn::LinearImpl> != (TORCH_VERSION_MAJOR >= 2));
+  static_assert(!baukit::detail::module_is_virtual_base<ScaleImpl>);
+  auto scale = std::make_shared<ScaleImpl>();
+  auto traced_scale = baukit::traced(scale);
+  CHECK(traced_scale->factor.data_ptr() == scale->factor.data_ptr());
+  baukit::Trace trace(traced_scale, "scale");
+  CHECK(torch::equal(traced_scale->forward(x), x * 3));
+  CHECK(torch::equal(trace.output(), x * 3));
 }
 
 TEST_CASE("make_traceable converts a Sequential in place; utilities find, freeze, replace and cut", "[modules]") {

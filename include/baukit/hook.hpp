@@ -131,7 +131,7 @@ class TracedForward<Impl, Result (Class::*)(Args...)> : public Impl, public Hook
  public:
   using Impl::Impl;
   TracedForward() = default;
-  /// Copies `module`'s own members; the most derived class copies the virtual `Module` base.
+  /// Copies `module`'s own members (and, where `Module` is a plain base, that too).
   explicit TracedForward(const Impl& module) : Impl(module) {}
 
   /// The wrapped module's forward, with hooks run on its result.
@@ -147,6 +147,13 @@ class TracedForward<Impl, Result (Class::*)(Args...)> : public Impl, public Hook
 template <class Impl, class Result, class Class, class... Args>
 class TracedForward<Impl, Result (Class::*)(Args...) const> : public TracedForward<Impl, Result (Class::*)(Args...)> {
   using TracedForward<Impl, Result (Class::*)(Args...)>::TracedForward;
+};
+
+/// Whether `torch::nn::Module` is a virtual base of `Impl`, as libtorch 1.x's `Cloneable` makes it (2.x's does
+/// not): a static_cast down from a virtual base is ill-formed.
+template <class Impl>
+inline constexpr bool module_is_virtual_base = !requires(torch::nn::Module * module) {
+  static_cast<Impl*>(module);
 };
 
 }  // namespace detail
@@ -173,9 +180,12 @@ class Traced : public detail::TracedForward<Impl, decltype(&Impl::forward)> {
   requires(std::is_constructible_v<Impl, Args...> && !is_copy_of_impl<Args...>) explicit Traced(Args&&... args)
       : Base(std::forward<Args>(args)...) {}
 
-  /// Wraps a copy of `module` that shares its parameters, buffers and submodules. `Module` is a virtual base
-  /// of every libtorch module, so it is copied here, by the most derived class.
-  explicit Traced(const Impl& module) : torch::nn::Module(module), Base(module) {}
+  /// Wraps a copy of `module` that shares its parameters, buffers and submodules. Where `Module` is a virtual
+  /// base (libtorch 1.x's `Cloneable`), the most derived class copies it.
+  explicit Traced(const Impl& module) requires detail::module_is_virtual_base<Impl> : torch::nn::Module(module),
+                                                                                      Base(module) {}
+  /// As above, where `Module` is a plain base (libtorch 2.x's `Cloneable`, or a module deriving from it directly).
+  explicit Traced(const Impl& module) requires(!detail::module_is_virtual_base<Impl>) : Base(module) {}
 
   /// Deep-copies the module (as `Impl::clone` does) and keeps it traceable; hooks are not copied.
   std::shared_ptr<torch::nn::Module> clone(const c10::optional<torch::Device>& device = c10::nullopt) const override {

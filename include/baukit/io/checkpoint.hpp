@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here since fmt 11
 #include <torch/torch.h>
 
 #include <baukit/io/error.hpp>
@@ -184,9 +185,10 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
   };
   // The model's shapes come from config.json: a mismatch everywhere usually means a config for another size.
   report(CheckpointErrorKind::shape, "mis-shaped (the model's shapes follow config.json)", mis_shaped);
-  report(CheckpointErrorKind::missing,
-         fmt::format("missing (not in {})", files.empty() ? "any weight file" : fmt::format("{}", fmt::join(files, ", "))),
-         missing);
+  report(
+      CheckpointErrorKind::missing,
+      fmt::format("missing (not in {})", files.empty() ? "any weight file" : fmt::format("{}", fmt::join(files, ", "))),
+      missing);
   report(CheckpointErrorKind::unexpected, "unexpected", unexpected);
 
   torch::NoGradGuard no_grad;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here since fmt 11
 #include <torch/torch.h>
 
 #include <algorithm>

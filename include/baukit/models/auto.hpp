@@ -7,6 +7,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here since fmt 11
 
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
