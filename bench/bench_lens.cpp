@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   app.add_option("--chunk-mb", chunk_mb, "LensOptions::chunk_bytes for the decode, in MiB")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(2);
+  baukit::models::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
   const double file_bytes = static_cast<double>(std::filesystem::file_size(dir / "model.safetensors"));
   const auto out = std::filesystem::temp_directory_path() / fmt::format("bench-lens-{}.html", ::getpid());
 

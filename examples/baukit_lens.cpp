@@ -71,10 +71,12 @@ int main(int argc, char** argv) {
   Progress progress;
   try {
     torch::set_num_threads(threads);
-    if (baukit::models::blas_runs_generic_kernels())
+    if (const auto kernels = baukit::models::use_openblas_kernels_for_this_cpu(); !kernels.empty())
+      std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
+                << " kernels\n";
+    else if (baukit::models::blas_runs_generic_kernels())
       std::cerr << "note: libtorch's OpenBLAS runs generic kernels on this CPU (OPENBLAS_VERBOSE=2 names them); the "
-                   "lens decode uses oneDNN instead, and export OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell "
-                   "(AVX2) makes it faster still\n";
+                   "lens decode uses oneDNN instead\n";
     if (device_name == "cuda" && !torch::cuda::is_available())
       throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
     const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);

@@ -259,6 +259,26 @@ TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams
         const auto& cell = from_logits.cells[r][t];
         CHECK(cell.probs[i] == Approx(exact[r][t][cell.tokens[i]].item<double>()).margin(1e-6));
       }
+  // The 4-lane statistics (any x86-64 CPU) equal those of the widest this CPU runs (16 lanes with AVX-512).
+  {
+    const auto logits = baukit::make_decoder(*model, false)->forward(stream).reshape({-1, final_probs.size(-1)});
+    const auto q = final_probs.contiguous();
+    const int64_t vocab = q.size(-1), tokens = q.size(0);
+    for (int64_t i = 0; i < logits.size(0); ++i) {
+      baukit::LensCell wide, narrow;
+      const float* z = logits.data_ptr<float>() + i * vocab;
+      const float* q_t = q.data_ptr<float>() + (i % tokens) * vocab;
+      baukit::detail::cell_statistics_from_logits(z, q_t, vocab, 3, 13, 5, wide);
+      baukit::detail::cell_statistics_lanes<baukit::detail::Floats4>(z, q_t, vocab, 3, 13, 5, narrow);
+      CAPTURE(i);
+      CHECK(wide.tokens == narrow.tokens);
+      for (std::size_t j = 0; j < wide.probs.size(); ++j) CHECK(wide.probs[j] == Approx(narrow.probs[j]).margin(1e-7));
+      CHECK(wide.entropy == Approx(narrow.entropy).margin(1e-5));
+      CHECK(wide.kl_to_final == Approx(narrow.kl_to_final).margin(1e-5));
+      CHECK(wide.rank_of_final_top1 == narrow.rank_of_final_top1);
+      CHECK(wide.rank_of_target == narrow.rank_of_target);
+    }
+  }
   // e^x as the statistics compute it, against the library's.
   for (float x = -100.0f; x <= 0.0f; x += 0.37f)
     CHECK(baukit::detail::exp_nonpositive(x) == Approx(std::exp(std::max(x, -87.0f))).epsilon(3e-7));

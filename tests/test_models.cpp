@@ -1,4 +1,6 @@
 // Specification of the GPT-2 model, checkpoint loading and generation, against the fixtures' references.
+#include <dlfcn.h>
+
 #include <baukit/baukit.hpp>
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -518,6 +520,28 @@ TEST_CASE("The oneDNN product equals BLAS for many rows, and declines what it do
   CHECK_FALSE(models::onednn_linear(x, torch::randn({101, 200}), {}));  // inner sizes differ
   torch::AutoGradMode grad(true);
   CHECK_FALSE(models::onednn_linear(x, weight.clone().requires_grad_(), {}));
+}
+
+TEST_CASE("OpenBLAS on generic kernels is switched to the CPU's, with the same products; otherwise nothing changes",
+          "[kernels][blas]") {
+  namespace models = baukit::models;
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({64, 256}), weight = torch::randn({300, 256});
+  const auto before = torch::mm(x, weight.t());
+  const bool switchable = models::blas_runs_generic_kernels() && !std::getenv("OPENBLAS_CORETYPE") &&
+                          dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init") && __builtin_cpu_supports("avx2");
+  const auto kernels = models::use_openblas_kernels_for_this_cpu();
+  INFO("OpenBLAS core now: '" << models::detail::openblas_core_name() << "'");
+  if (switchable) {
+    CHECK((kernels == "SkylakeX" || kernels == "Haswell"));
+    CHECK(models::detail::openblas_core_name() == kernels);
+    CHECK_FALSE(models::blas_runs_generic_kernels());
+  } else {
+    CHECK(kernels.empty());
+  }
+  CHECK((std::getenv("OPENBLAS_CORETYPE") == nullptr || !switchable));  // the variable is not left set
+  CHECK(torch::allclose(torch::mm(x, weight.t()), before, 1e-5, 1e-4));
+  CHECK(models::use_openblas_kernels_for_this_cpu().empty());  // a second call changes nothing
 }
 
 TEST_CASE("Conv1D and Linear refuse an input of the wrong width", "[kernels][errors]") {

@@ -12,6 +12,7 @@
 #include <baukit/lens.hpp>
 #include <baukit/lens_page.hpp>
 #include <baukit/models/auto.hpp>
+#include <baukit/models/blas.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/models/gptj.hpp>

@@ -38,9 +38,11 @@ namespace baukit {
 /// The stream before block 0 and after each block: `[layers + 1, tokens, width]` for a batch of one, as the
 /// seed's `get_hidden_states` (rows 1..) and `get_hidden_state_deltas` (all rows) trace them. With
 /// `attention_rows`, the stream after each block's attention (its input plus the attention output) is
-/// interleaved before that block's row; `labels` receives each row's name.
+/// interleaved before that block's row; `labels` receives each row's name, and `output` the model's output (its
+/// logits, `[1, tokens, vocab]`).
 inline torch::Tensor residual_stream(models::CausalLM& model, const std::vector<int64_t>& ids,
-                                     bool attention_rows = false, std::vector<std::string>* labels = nullptr) {
+                                     bool attention_rows = false, std::vector<std::string>* labels = nullptr,
+                                     torch::Tensor* output = nullptr) {
   if (ids.empty()) throw std::invalid_argument("lens: the prompt has no tokens");
   if (static_cast<int64_t>(ids.size()) > model.max_positions())
     throw std::invalid_argument(
@@ -55,7 +57,8 @@ inline torch::Tensor residual_stream(models::CausalLM& model, const std::vector<
   torch::NoGradGuard no_grad;
   TraceDict trace(model.module(), names);
   const auto input = torch::tensor(ids, torch::kLong).unsqueeze(0).to(model.device());
-  model.forward(input, {}, nullptr);
+  auto logits = model.forward(input, {}, nullptr);
+  if (output) *output = std::move(logits);
   std::vector<torch::Tensor> rows{trace[layout.embedding].output()[0]};
   if (labels) *labels = {"embed"};
   for (std::size_t l = 0; l < layout.blocks.size(); ++l) {
@@ -203,13 +206,22 @@ inline void cell_statistics(const float* __restrict p, const float* __restrict l
 using Floats4 = float __attribute__((vector_size(16)));
 /// Four 32-bit ints; see `Floats4`.
 using Ints4 = int32_t __attribute__((vector_size(16)));
+/// Sixteen floats (an AVX-512 register), for the statistics compiled for AVX-512; see `Floats4`.
+using Floats16 = float __attribute__((vector_size(64)));
+/// Sixteen 32-bit ints; see `Floats16`.
+using Ints16 = int32_t __attribute__((vector_size(64)));
 
-/// e^x for x <= 0 (logits minus their maximum), for a `float` or a `Floats4`: x = n ln 2 + r with |r| <= ln 2 / 2
-/// (ln 2 in two parts, as Cody and Waite), e^r by its Taylor series to degree 7, times 2^n built in the exponent
-/// bits; within 2 float ulps of `std::exp`. Below -87 (and for NaN) it returns e^-87: smaller values underflow
-/// float's normal range and would not change a sum.
+/// The int vector of the same lanes as the float vector `F`.
 template <class F>
-[[gnu::always_inline]] inline F exp_nonpositive(F x) {
+using IntsOf = std::conditional_t<std::is_same_v<F, Floats16>, Ints16, Ints4>;
+
+/// e^x in place for x <= 0 (logits minus their maximum), for a `float`, `Floats4` or `Floats16` (by reference: a
+/// function taking or returning a Floats16 by value would have another calling convention with and without AVX-512):
+/// x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, as Cody and Waite), e^r by its Taylor series to degree 7,
+/// times 2^n built in the exponent bits; within 2 float ulps of `std::exp`. Below -87 (and for NaN) it gives e^-87:
+/// smaller values underflow float's normal range and would not change a sum.
+template <class F>
+[[gnu::always_inline]] inline void exp_nonpositive_in_place(F& x) {
   x = x > -87.0f ? x : F{} - 87.0f;
   const F n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // x / ln 2 rounded to the nearest integer
   const F r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -219,38 +231,84 @@ template <class F>
            r * (0.5f + r * (0.166666672f +
                             r * (0.0416666679f + r * (0.00833333377f + r * (0.00138888892f + r * 1.98412701e-4f))))));
   if constexpr (std::is_same_v<F, float>)
-    return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+    x = p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
   else
-    return p * std::bit_cast<F>((__builtin_convertvector(n, Ints4) + 127) << 23);
+    x = p * (F)((__builtin_convertvector(n, IntsOf<F>) + 127) << 23);  // a vector cast keeps the bits
 }
 
-/// One cell's statistics from its logits `z` [vocab], the decoder's softmax not run: the same numbers as
-/// `cell_statistics` on `softmax(z)` (top-k by logit is top-k by probability; log p = z - logsumexp), in two passes
-/// and without a probability tensor. A NaN logit makes the probabilities, entropy and divergence NaN.
-inline void cell_statistics_from_logits(const float* __restrict z, const float* __restrict q, int64_t vocab,
-                                        int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
-  auto [top_z, top_id] = top_k(z, vocab, k, -std::numeric_limits<float>::infinity());
-  // With d = z - max and e = e^d: sums of e, e d, q d and q, and the ranks; four entries at a time, summed in
+/// e^x for x <= 0; see `exp_nonpositive_in_place`.
+inline float exp_nonpositive(float x) {
+  exp_nonpositive_in_place(x);
+  return x;
+}
+
+/// `top_k(values, n, k, -inf)` for logits: blocks of 64 whose largest value does not beat the k-th so far (nearly
+/// all of them) are passed over by one vector comparison.
+template <class F>
+[[gnu::always_inline]] inline std::pair<std::vector<float>, std::vector<int64_t>> top_k_logits(const float* values,
+                                                                                               int64_t n, int64_t k) {
+  constexpr int64_t kLanes = sizeof(F) / sizeof(float), kBlock = 64;
+  const float lowest = -std::numeric_limits<float>::infinity();
+  std::vector<float> top(static_cast<std::size_t>(k), lowest);
+  std::vector<int64_t> ids(static_cast<std::size_t>(k), -1);
+  const auto insert = [&](int64_t v) {  // as top_k: strict > keeps the lower index first; NaN never enters
+    if (!(values[v] > top.back())) return;
+    auto at = static_cast<std::size_t>(k - 1);
+    for (; at > 0 && values[v] > top[at - 1]; --at) {
+      top[at] = top[at - 1];
+      ids[at] = ids[at - 1];
+    }
+    top[at] = values[v];
+    ids[at] = v;
+  };
+  int64_t v = 0;
+  for (; v + kBlock <= n; v += kBlock) {
+    F block_max = F{} + lowest;
+    for (int64_t i = 0; i < kBlock; i += kLanes) {
+      F x;
+      std::memcpy(&x, values + v + i, sizeof x);
+      block_max = x > block_max ? x : block_max;  // a NaN lane compares false and is dropped
+    }
+    float largest = lowest;
+    for (int64_t lane = 0; lane < kLanes; ++lane) largest = block_max[lane] > largest ? block_max[lane] : largest;
+    if (largest > top.back())
+      for (int64_t i = v; i < v + kBlock; ++i) insert(i);
+  }
+  for (; v < n; ++v) insert(v);
+  return {std::move(top), std::move(ids)};
+}
+
+/// `cell_statistics_from_logits` with vectors of type `F` (`Floats4` or `Floats16`).
+template <class F>
+[[gnu::always_inline]] inline void cell_statistics_lanes(const float* __restrict z, const float* __restrict q,
+                                                         int64_t vocab, int64_t final_top1, int64_t target, int64_t k,
+                                                         LensCell& cell) {
+  using I = IntsOf<F>;
+  constexpr int64_t kLanes = sizeof(F) / sizeof(float);
+  auto [top_z, top_id] = top_k_logits<F>(z, vocab, k);
+  // With d = z - max and e = e^d: sums of e, e d, q d and q, and the ranks; kLanes entries at a time, summed in
   // float over 32 steps and then in double (50k terms in float alone would lose ~1e-5).
   const float max = top_z[0], z_final = z[final_top1], z_target = target >= 0 ? z[target] : 0.0f;
   double s = 0, sed = 0, sqd = 0, sq = 0;
   int64_t rank_final = 1, rank_target = 1, nan_count = 0;
-  Floats4 s_lanes{}, sed_lanes{}, sqd_lanes{}, sq_lanes{};
-  Ints4 above_final_lanes{}, above_target_lanes{}, nan_lanes{};
+  F s_lanes{}, sed_lanes{}, sqd_lanes{}, sq_lanes{};
+  I above_final_lanes{}, above_target_lanes{}, nan_lanes{};
   const auto flush = [&] {
-    for (int lane = 0; lane < 4; ++lane) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) {
       s += s_lanes[lane], sed += sed_lanes[lane], sqd += sqd_lanes[lane], sq += sq_lanes[lane];
       rank_final += above_final_lanes[lane], rank_target += above_target_lanes[lane], nan_count += nan_lanes[lane];
     }
-    s_lanes = sed_lanes = sqd_lanes = sq_lanes = Floats4{};
-    above_final_lanes = above_target_lanes = nan_lanes = Ints4{};
+    s_lanes = sed_lanes = sqd_lanes = sq_lanes = F{};
+    above_final_lanes = above_target_lanes = nan_lanes = I{};
   };
   int64_t v = 0;
-  for (int steps = 0; v + 4 <= vocab; v += 4) {
-    Floats4 zv, qv;
+  for (int steps = 0; v + kLanes <= vocab; v += kLanes) {
+    F zv, qv;
     std::memcpy(&zv, z + v, sizeof zv);
     std::memcpy(&qv, q + v, sizeof qv);
-    const Floats4 d = zv - max, e = exp_nonpositive(d);
+    const F d = zv - max;
+    F e = d;
+    exp_nonpositive_in_place(e);
     s_lanes += e;
     sed_lanes += e * d;
     sqd_lanes += qv * d;
@@ -278,6 +336,29 @@ inline void cell_statistics_from_logits(const float* __restrict z, const float* 
   cell.kl_to_final = valid ? static_cast<float>(log_s * sq - sqd) : std::numeric_limits<float>::quiet_NaN();
   cell.rank_of_final_top1 = rank_final;
   cell.rank_of_target = target >= 0 ? rank_target : 0;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/// `cell_statistics_lanes<Floats16>` compiled for AVX-512; call only where the CPU has it.
+__attribute__((target("avx512f"))) inline void cell_statistics_avx512(const float* __restrict z,
+                                                                      const float* __restrict q, int64_t vocab,
+                                                                      int64_t final_top1, int64_t target, int64_t k,
+                                                                      LensCell& cell) {
+  cell_statistics_lanes<Floats16>(z, q, vocab, final_top1, target, k, cell);
+}
+#endif
+
+/// One cell's statistics from its logits `z` [vocab], the decoder's softmax not run: the same numbers as
+/// `cell_statistics` on `softmax(z)` (top-k by logit is top-k by probability; log p = z - logsumexp), in two passes
+/// and without a probability tensor, 16 entries at a time on a CPU with AVX-512, else 4. A NaN logit makes the
+/// probabilities, entropy and divergence NaN.
+inline void cell_statistics_from_logits(const float* __restrict z, const float* __restrict q, int64_t vocab,
+                                        int64_t final_top1, int64_t target, int64_t k, LensCell& cell) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return cell_statistics_avx512(z, q, vocab, final_top1, target, k, cell);
+#endif
+  cell_statistics_lanes<Floats4>(z, q, vocab, final_top1, target, k, cell);
 }
 
 /// Runs `decoder` on `states`, returning its output and, when its last module is a softmax over the last
@@ -392,13 +473,16 @@ inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>
                              const LensProgress& progress = {}) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> labels;
-  const auto stream = residual_stream(model, ids, options.attention_rows(), &labels);
+  torch::Tensor logits;
+  const auto stream = residual_stream(model, ids, options.attention_rows(), &labels, &logits);
   const auto finite_rows = torch::isfinite(stream).flatten(1).all(1).cpu();
   for (int64_t row = 0; row < finite_rows.size(0); ++row)
     if (!finite_rows[row].item<bool>())
       throw NonFiniteError(fmt::format("lens: the residual stream at row '{}' holds NaN or infinity", labels[row]));
   auto decoder = make_decoder(model);
-  const auto final_probs = decoder->forward(stream[stream.size(0) - 1]).to(torch::kFloat32);
+  // The model's output distribution: softmax(lm_head(ln_f(last block))), the decoder's math on the last row, already
+  // computed by the forward.
+  const auto final_probs = torch::softmax(logits[0].to(torch::kFloat32), -1);
   if (!torch::isfinite(final_probs).all().item<bool>())
     throw NonFiniteError("lens: the model's output distribution holds NaN or infinity");
   LensResult result;

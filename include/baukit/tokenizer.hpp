@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -232,16 +233,67 @@ class Tokenizer {
     return text.str();
   }
 
-  /// A JSON object of token -> id (vocab.json, added_tokens.json).
-  static nlohmann::json read_token_map(const std::filesystem::path& path) {
-    nlohmann::json map;
-    try {
-      map = nlohmann::json::parse(read_text_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw TokenizerError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
+  /// Reads a JSON object of token -> integer id by nlohmann's SAX interface: the pairs in file order, without a
+  /// document tree (a 50k-entry vocab.json parses in half the time).
+  class TokenMapReader : public nlohmann::json_sax<nlohmann::json> {
+   public:
+    std::vector<std::pair<std::string, int64_t>> entries;  ///< (token, id) in file order
+    std::string error;                                     ///< why the file was refused, if it was
+
+    bool null() override { return refuse_value(); }
+    bool boolean(bool /*value*/) override { return refuse_value(); }
+    bool number_integer(number_integer_t value) override { return add(value); }
+    bool number_unsigned(number_unsigned_t value) override {
+      return value > static_cast<number_unsigned_t>(std::numeric_limits<int64_t>::max())
+                 ? refuse_value()
+                 : add(static_cast<int64_t>(value));
     }
-    if (!map.is_object()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
-    return map;
+    bool number_float(number_float_t /*value*/, const string_t& /*text*/) override { return refuse_value(); }
+    bool string(string_t& /*value*/) override { return refuse_value(); }
+    bool binary(binary_t& /*value*/) override { return refuse_value(); }
+    bool start_object(std::size_t /*elements*/) override {
+      if (depth_ != 0) return refuse_value();
+      depth_ = 1;
+      return true;
+    }
+    bool end_object() override {
+      --depth_;
+      return true;
+    }
+    bool start_array(std::size_t /*elements*/) override { return refuse_value(); }
+    bool end_array() override { return true; }
+    bool key(string_t& token) override {
+      key_ = std::move(token);
+      return true;
+    }
+    bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
+                     const nlohmann::detail::exception& e) override {
+      error = std::string("not valid JSON: ") + e.what();
+      return false;
+    }
+
+   private:
+    bool add(int64_t id) {
+      if (depth_ != 1) return refuse_value();
+      entries.emplace_back(std::move(key_), id);
+      return true;
+    }
+    bool refuse_value() {
+      error = depth_ == 1 ? fmt::format("token '{}' has a non-integer id", key_) : "not a JSON object of token -> id";
+      return false;
+    }
+    int depth_ = 0;
+    std::string key_;
+  };
+
+  /// A JSON object of token -> id (vocab.json, added_tokens.json), its pairs in file order.
+  static std::vector<std::pair<std::string, int64_t>> read_token_map(const std::filesystem::path& path) {
+    const auto text = read_text_file(path);
+    TokenMapReader reader;
+    if (!nlohmann::json::sax_parse(text, &reader) || !reader.error.empty())
+      throw TokenizerError(fmt::format("{}: {}", path.string(),
+                                       reader.error.empty() ? "not a JSON object of token -> id" : reader.error));
+    return std::move(reader.entries);
   }
 
   void set_token(const std::filesystem::path& path, const std::string& token, int64_t id, std::string bytes) {
@@ -260,12 +312,13 @@ class Tokenizer {
   void read_vocab(const std::filesystem::path& path) {
     const auto vocab = read_token_map(path);
     if (vocab.empty()) throw TokenizerError(fmt::format("{}: not a JSON object of token -> id", path.string()));
-    std::unordered_map<char32_t, unsigned char> unicode_to_byte;
+    // The byte-to-unicode characters are below U+0144: a table maps them back to bytes (-1: not one of them).
+    std::array<int16_t, 0x144> unicode_to_byte;
+    unicode_to_byte.fill(-1);
     const auto table = byte_to_unicode();
-    for (int b = 0; b < 256; ++b) unicode_to_byte[table[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
-    for (const auto& [token, id] : vocab.items()) {
-      if (!id.is_number_integer())
-        throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), token));
+    for (int b = 0; b < 256; ++b) unicode_to_byte[table[static_cast<std::size_t>(b)]] = static_cast<int16_t>(b);
+    token_ids_.reserve(vocab.size());
+    for (const auto& [token, value] : vocab) {
       // Token strings are sequences of the byte-to-unicode characters; map them back to bytes.
       std::string bytes;
       bool byte_level = true;
@@ -276,13 +329,11 @@ class Tokenizer {
           cp = ((cp & 0x1F) << 6) | (static_cast<unsigned char>(token[at + 1]) & 0x3F);
         else if (length > 2)
           byte_level = false;
-        auto it = unicode_to_byte.find(cp);
-        if (length <= 0 || it == unicode_to_byte.end()) byte_level = false;
+        if (length <= 0 || cp >= unicode_to_byte.size() || unicode_to_byte[cp] < 0) byte_level = false;
         if (!byte_level) break;
-        bytes += static_cast<char>(it->second);
+        bytes += static_cast<char>(unicode_to_byte[cp]);
         at += static_cast<std::size_t>(length);
       }
-      const auto value = id.get<int64_t>();
       if (byte_level) {
         set_token(path, token, value, std::move(bytes));
         token_ids_.emplace(token, static_cast<int32_t>(value));
@@ -308,12 +359,9 @@ class Tokenizer {
   }
 
   void read_added_tokens(const std::filesystem::path& path) {
-    const auto added = read_token_map(path);
-    for (const auto& [content, id] : added.items()) {
-      if (!id.is_number_integer())
-        throw TokenizerError(fmt::format("{}: token '{}' has a non-integer id", path.string(), content));
-      if (special_ids_.count(content) && special_ids_.at(content) == id.get<int64_t>()) continue;
-      add_special(path, content, id.get<int64_t>());
+    for (const auto& [content, id] : read_token_map(path)) {
+      if (special_ids_.count(content) && special_ids_.at(content) == id) continue;
+      add_special(path, content, id);
     }
     sort_specials();
   }
@@ -328,6 +376,8 @@ class Tokenizer {
     const std::string text = read_text_file(path);
     std::size_t line_number = 0, at = 0;
     int32_t rank = 0;
+    std::string joined;
+    merges_.reserve(token_ids_.size());
     while (at < text.size()) {
       auto end = text.find('\n', at);
       if (end == std::string::npos) end = text.size();
@@ -341,8 +391,9 @@ class Tokenizer {
           line.find(' ', space + 1) != std::string_view::npos)
         throw TokenizerError(fmt::format("{}:{}: expected two tokens separated by one space, got '{}'", path.string(),
                                          line_number, line));
-      const std::string left(line.substr(0, space)), right(line.substr(space + 1));
-      const auto a = token_ids_.find(left), b = token_ids_.find(right), merged = token_ids_.find(left + right);
+      const auto left = line.substr(0, space), right = line.substr(space + 1);
+      joined.assign(left).append(right);
+      const auto a = token_ids_.find(left), b = token_ids_.find(right), merged = token_ids_.find(joined);
       if (a == token_ids_.end() || b == token_ids_.end() || merged == token_ids_.end())
         throw TokenizerError(
             fmt::format("{}:{}: merge '{}' names a token that is not in vocab.json", path.string(), line_number, line));
@@ -435,7 +486,12 @@ class Tokenizer {
 
   std::vector<std::string> id_to_bytes_;
   std::vector<bool> known_;
-  std::unordered_map<std::string, int32_t> token_ids_;
+  /// Hashes `std::string` and `std::string_view` alike, so that lookups need no temporary string.
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
+  };
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> token_ids_;
   std::unordered_map<std::string, int64_t> special_ids_;
   std::vector<std::pair<std::string, int64_t>> specials_;
   std::unordered_map<uint64_t, Merge> merges_;

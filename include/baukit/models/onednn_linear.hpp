@@ -1,40 +1,18 @@
 /// @file onednn_linear.hpp
 /// @brief `x @ weight.T + bias` through oneDNN for many rows of float32 on the CPU (the lens decode's vocabulary
-/// projection) when libtorch's BLAS runs generic kernels. libtorch's `linear` uses the BLAS it was built with, and
-/// that BLAS may not know the CPU: Debian's OpenBLAS 0.3.21 falls back to its SSE3 kernels ("Prescott") on CPU
-/// model 207 (measured here: 30-60 GFLOP/s on 2 cores, against 150-210 for oneDNN, which picks its kernels from the
-/// CPU's features; OpenBLAS told the CPU with OPENBLAS_CORETYPE=SkylakeX: 210-250).
+/// projection) when libtorch's BLAS runs generic kernels (see blas.hpp) and could not be switched to the CPU's:
+/// oneDNN picks its kernels from the CPU's features (measured here: 150-210 GFLOP/s on 2 cores, against 30-60 for
+/// OpenBLAS's generic kernels and 210-270 for its AVX-512 ones).
 #pragma once
 
 #include <ATen/Context.h>
-#include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <baukit/models/blas.hpp>
 #include <baukit/models/skinny_matmul.hpp>
 #include <optional>
-#include <set>
-#include <string>
 
 namespace baukit::models {
-
-/// Whether libtorch's BLAS is OpenBLAS running kernels older than the CPU (no AVX2 kernels on a CPU with AVX2,
-/// as when it does not know the CPU model), so that oneDNN is the faster way to multiply many rows; false for
-/// OpenBLAS with kernels for the CPU, for other BLAS libraries (MKL), and off x86-64. Checked once.
-inline bool blas_runs_generic_kernels() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool generic = [] {
-    using CoreName = char* (*)();
-    const auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-    if (!core_name || !__builtin_cpu_supports("avx2")) return false;
-    static const std::set<std::string> avx2_cores = {"Haswell",        "Zen",  "SkylakeX", "Cooperlake",
-                                                     "SapphireRapids", "Zen2", "Zen3",     "Zen4"};
-    return avx2_cores.count(core_name()) == 0;
-  }();
-  return generic;
-#else
-  return false;
-#endif
-}
 
 /// `x @ weight.T + bias` by oneDNN for `x` [m, k], `weight` [n, k] and `bias` [n] (undefined: none), all float32
 /// on the CPU, when libtorch was built with oneDNN and no autograd graph must be recorded; `std::nullopt`
