@@ -14,7 +14,7 @@ Python against baukit's KV cache (once each: the Python loop alone takes minutes
 Needs Debian's python3-torch; it uses the same libtorch build and OpenBLAS as the C++ programs. When that OpenBLAS
 does not know the CPU and falls back to its generic kernels (Debian's 0.3.21 on CPU model 207: "Core: Prescott",
 ~30 GFLOP/s), every run gets OPENBLAS_CORETYPE for the CPU's vector width (--openblas-core), so that Python's
-matmuls are as fast as the machine allows; the C++ lens decode uses oneDNN and does not depend on it.
+matmuls are as fast as the machine allows (baukit-lens would switch OpenBLAS to those kernels by itself).
 """
 import argparse
 import json

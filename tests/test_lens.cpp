@@ -98,6 +98,16 @@ std::string dump_dom(const fs::path& page, const std::string& fragment = "", con
   return result.output;
 }
 
+// Two lens cells agree: the same tokens and ranks, probabilities and statistics within the margins.
+void check_same_cell(const baukit::LensCell& a, const baukit::LensCell& b, double prob_margin, double stat_margin) {
+  CHECK(a.tokens == b.tokens);
+  for (std::size_t i = 0; i < a.probs.size(); ++i) CHECK(a.probs[i] == Approx(b.probs[i]).margin(prob_margin));
+  CHECK(a.entropy == Approx(b.entropy).margin(stat_margin));
+  CHECK(a.kl_to_final == Approx(b.kl_to_final).margin(stat_margin));
+  CHECK(a.rank_of_final_top1 == b.rank_of_final_top1);
+  CHECK(a.rank_of_target == b.rank_of_target);
+}
+
 std::size_t count(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
@@ -241,13 +251,8 @@ TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams
       for (std::size_t t = 0; t < ids.size(); ++t) {
         const auto &a = from_logits.cells[r][t], &b = from_probs.cells[r][t];
         CAPTURE(r, t);
-        CHECK(a.tokens == b.tokens);
         // libtorch's float softmax is off by up to ~3e-5 here; the logits path is checked in double below.
-        for (std::size_t i = 0; i < a.probs.size(); ++i) CHECK(a.probs[i] == Approx(b.probs[i]).margin(5e-5));
-        CHECK(a.entropy == Approx(b.entropy).margin(1e-4));
-        CHECK(a.kl_to_final == Approx(b.kl_to_final).margin(1e-4));
-        CHECK(a.rank_of_final_top1 == b.rank_of_final_top1);
-        CHECK(a.rank_of_target == b.rank_of_target);
+        check_same_cell(a, b, 5e-5, 1e-4);
         CHECK(a.magnitude == b.magnitude);
       }
   }
@@ -271,12 +276,7 @@ TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams
       baukit::detail::cell_statistics_from_logits(z, q_t, vocab, 3, 13, 5, wide);
       baukit::detail::cell_statistics_lanes<baukit::detail::Floats4>(z, q_t, vocab, 3, 13, 5, narrow);
       CAPTURE(i);
-      CHECK(wide.tokens == narrow.tokens);
-      for (std::size_t j = 0; j < wide.probs.size(); ++j) CHECK(wide.probs[j] == Approx(narrow.probs[j]).margin(1e-7));
-      CHECK(wide.entropy == Approx(narrow.entropy).margin(1e-5));
-      CHECK(wide.kl_to_final == Approx(narrow.kl_to_final).margin(1e-5));
-      CHECK(wide.rank_of_final_top1 == narrow.rank_of_final_top1);
-      CHECK(wide.rank_of_target == narrow.rank_of_target);
+      check_same_cell(wide, narrow, 1e-7, 1e-5);
     }
   }
   // e^x as the statistics compute it, against the library's.

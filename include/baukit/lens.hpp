@@ -128,26 +128,36 @@ using LensProgress = std::function<void(int64_t done, int64_t total)>;
 
 namespace detail {
 
-/// The `k` largest of `values[0, n)` and their indices, largest first, ties keeping the lower index first; NaN never
-/// enters, and slots no value filled hold `lowest` and index -1. By insertion into a short sorted list: most values
-/// fail the first comparison, against the k-th.
-inline std::pair<std::vector<float>, std::vector<int64_t>> top_k(const float* values, int64_t n, int64_t k,
-                                                                 float lowest) {
-  std::vector<float> top(static_cast<std::size_t>(k), lowest);
-  std::vector<int64_t> ids(static_cast<std::size_t>(k), -1);
-  float kth = lowest;
-  for (int64_t v = 0; v < n; ++v) {
-    if (!(values[v] > kth)) continue;
-    auto at = static_cast<std::size_t>(k - 1);
-    for (; at > 0 && values[v] > top[at - 1]; --at) {
-      top[at] = top[at - 1];
+/// The `k` largest values offered so far and their indices, largest first, in a short sorted list: most values fail
+/// the first comparison, against the k-th.
+struct TopK {
+  std::vector<float> values;  ///< largest first; slots no value filled hold the `lowest` given
+  std::vector<int64_t> ids;   ///< their indices; -1 for unfilled slots
+
+  /// Empty: `k` slots holding `lowest`.
+  TopK(int64_t k, float lowest) : values(static_cast<std::size_t>(k), lowest), ids(static_cast<std::size_t>(k), -1) {}
+
+  /// Takes `value` at `index` if it is larger than the k-th: offered in index order, ties keep the lower index
+  /// first; NaN never enters.
+  void offer(float value, int64_t index) {
+    if (!(value > values.back())) return;
+    auto at = values.size() - 1;
+    for (; at > 0 && value > values[at - 1]; --at) {
+      values[at] = values[at - 1];
       ids[at] = ids[at - 1];
     }
-    top[at] = values[v];
-    ids[at] = v;
-    kth = top.back();
+    values[at] = value;
+    ids[at] = index;
   }
-  return {std::move(top), std::move(ids)};
+};
+
+/// The `k` largest of `values[0, n)` and their indices, largest first, ties keeping the lower index first; NaN never
+/// enters, and slots no value filled hold `lowest` and index -1.
+inline std::pair<std::vector<float>, std::vector<int64_t>> top_k(const float* values, int64_t n, int64_t k,
+                                                                 float lowest) {
+  TopK best(k, lowest);
+  for (int64_t v = 0; v < n; ++v) best.offer(values[v], v);
+  return {std::move(best.values), std::move(best.ids)};
 }
 
 /// One cell's statistics from its probabilities `p` [vocab] and the final distribution `q` [vocab] at the same
@@ -249,18 +259,7 @@ template <class F>
                                                                                                int64_t n, int64_t k) {
   constexpr int64_t kLanes = sizeof(F) / sizeof(float), kBlock = 64;
   const float lowest = -std::numeric_limits<float>::infinity();
-  std::vector<float> top(static_cast<std::size_t>(k), lowest);
-  std::vector<int64_t> ids(static_cast<std::size_t>(k), -1);
-  const auto insert = [&](int64_t v) {  // as top_k: strict > keeps the lower index first; NaN never enters
-    if (!(values[v] > top.back())) return;
-    auto at = static_cast<std::size_t>(k - 1);
-    for (; at > 0 && values[v] > top[at - 1]; --at) {
-      top[at] = top[at - 1];
-      ids[at] = ids[at - 1];
-    }
-    top[at] = values[v];
-    ids[at] = v;
-  };
+  TopK best(k, lowest);
   int64_t v = 0;
   for (; v + kBlock <= n; v += kBlock) {
     F block_max = F{} + lowest;
@@ -271,11 +270,11 @@ template <class F>
     }
     float largest = lowest;
     for (int64_t lane = 0; lane < kLanes; ++lane) largest = block_max[lane] > largest ? block_max[lane] : largest;
-    if (largest > top.back())
-      for (int64_t i = v; i < v + kBlock; ++i) insert(i);
+    if (largest > best.values.back())
+      for (int64_t i = v; i < v + kBlock; ++i) best.offer(values[i], i);
   }
-  for (; v < n; ++v) insert(v);
-  return {std::move(top), std::move(ids)};
+  for (; v < n; ++v) best.offer(values[v], v);
+  return {std::move(best.values), std::move(best.ids)};
 }
 
 /// `cell_statistics_from_logits` with vectors of type `F` (`Floats4` or `Floats16`).
