@@ -113,6 +113,9 @@ TEST_CASE("Missing or malformed tokenizer files fail naming the file and line", 
   std::ofstream(dir / "bad.json") << "{\"a\": 1,";
   CHECK_THROWS_WITH(baukit::Tokenizer(dir / "bad.json", dir / "merges.txt"),
                     Catch::Contains("bad.json") && Catch::Contains("JSON"));
+  std::ofstream(dir / "twice.json") << R"({"a": 1, "b": 2, "a": 3})";
+  CHECK_THROWS_WITH(baukit::Tokenizer(dir / "twice.json", dir / "merges.txt"),
+                    Catch::Contains("twice.json") && Catch::Contains("token 'a' appears twice"));
   std::ofstream(dir / "merges.txt") << "#version: 0.2\n\xC4\xA0 t\nthree parts here\n";
   CHECK_THROWS_WITH(baukit::Tokenizer(vocab, dir / "merges.txt"), Catch::Contains("merges.txt:3"));
   std::ofstream(dir / "unknown.txt") << "#version: 0.2\nzzzzzzzzzz q\n";

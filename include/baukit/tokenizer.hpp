@@ -334,6 +334,8 @@ class Tokenizer {
         bytes += static_cast<char>(unicode_to_byte[cp]);
         at += static_cast<std::size_t>(length);
       }
+      if (token_ids_.count(token) || special_ids_.count(token))
+        throw TokenizerError(fmt::format("{}: token '{}' appears twice", path.string(), token));
       if (byte_level) {
         set_token(path, token, value, std::move(bytes));
         token_ids_.emplace(token, static_cast<int32_t>(value));
