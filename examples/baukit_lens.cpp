@@ -8,7 +8,9 @@
 #include <baukit/baukit.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <optional>
 
 namespace {
 
@@ -33,6 +35,25 @@ class Progress {
   bool tty_ = ::isatty(2) != 0;
 };
 
+// The prompt from --prompt-file: a file (or a pipe, as `<(...)` gives) or standard input for "-".
+std::string read_prompt(const fs::path& path) {
+  constexpr std::size_t limit = std::size_t{64} << 20;
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) throw std::invalid_argument(fmt::format("--prompt-file: {}: cannot open", path.string()));
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  std::string text, chunk(1 << 16, '\0');
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > limit)
+      throw std::invalid_argument(fmt::format("--prompt-file: {} holds more than 64 MiB", path.string()));
+  }
+  if (in.bad()) throw std::invalid_argument(fmt::format("--prompt-file: {}: read failed", path.string()));
+  return text;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -42,7 +63,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 int main(int argc, char** argv) {
   CLI::App app{
       "The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid"};
-  fs::path model_dir = default_model(), tokenizer_dir, out = "lens.html", json_out;
+  fs::path model_dir = default_model(), tokenizer_dir, out = "lens.html", json_out, prompt_file;
   std::string prompt = ". The Space Needle is located in", device_name = "cpu", target;
   int64_t topk = 5;
   int threads = 2;
@@ -51,7 +72,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--tokenizer", tokenizer_dir, "Folder with vocab.json and merges.txt; default: the model's folder")
       ->check(CLI::ExistingDirectory);
-  app.add_option("--prompt", prompt, "The prompt")->capture_default_str();
+  auto* prompt_option = app.add_option("--prompt", prompt, "The prompt")->capture_default_str();
+  app.add_option("--prompt-file", prompt_file, "Read the prompt from a file (UTF-8), or from standard input for -")
+      ->excludes(prompt_option);
   app.add_option("--topk", topk, "Tokens per cell in the hover")->check(CLI::Range(1, 100))->capture_default_str();
   app.add_flag("--deltas", deltas, "Open the page on the delta lens (each layer's change)");
   app.add_flag("--attention-rows", attention_rows, "Add rows for the stream after each attention, before the MLP");
@@ -70,6 +93,17 @@ int main(int argc, char** argv) {
 
   Progress progress;
   try {
+    if (app.count("--target") && target.empty())
+      throw std::invalid_argument("--target: the token is empty; give one token, e.g. \" Seattle\"");
+    if (!prompt_file.empty()) prompt = read_prompt(prompt_file);
+    // The outputs are opened before any work, so an unwritable path fails at once; both are put in place together.
+    std::optional<baukit::io::OutputFile> json_file;
+    baukit::io::OutputFile page_file(out);
+    if (!json_out.empty()) {
+      if (!page_file.written_through() && fs::weakly_canonical(out) == fs::weakly_canonical(json_out))
+        throw std::invalid_argument(fmt::format("--out and --json both name {}", out.string()));
+      json_file.emplace(json_out);
+    }
     torch::set_num_threads(threads);
     if (const auto kernels = baukit::models::use_openblas_kernels_for_this_cpu(); !kernels.empty())
       std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
@@ -89,6 +123,10 @@ int main(int argc, char** argv) {
     fs::path added;
     for (const auto& dir : {model_dir, vocab_dir})
       if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
+    for (const char* file : {"vocab.json", "merges.txt"})
+      if (!fs::exists(vocab_dir / file))
+        throw std::invalid_argument(fmt::format(
+            "{}: no {}; give --tokenizer DIR, a folder with vocab.json and merges.txt", vocab_dir.string(), file));
     const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
     // No NaN scan here (it would read all the weights before the forward does): a non-finite stream or output is
     // caught by the lens, and then a scanning load names the weights at fault.
@@ -100,12 +138,13 @@ int main(int argc, char** argv) {
         true);
 
     auto ids = tokenizer.encode(prompt);
-    if (ids.empty()) throw std::invalid_argument("--prompt: the prompt is empty");
+    const std::string prompt_flag = prompt_file.empty() ? "--prompt" : "--prompt-file";
+    if (ids.empty()) throw std::invalid_argument(prompt_flag + ": the prompt is empty");
     if (static_cast<int64_t>(ids.size()) > model->max_positions()) {
       if (!truncate)
         throw std::invalid_argument(
-            fmt::format("--prompt: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
-                        ids.size(), model->max_positions(), model->max_positions()));
+            fmt::format("{}: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
+                        prompt_flag, ids.size(), model->max_positions(), model->max_positions()));
       ids.erase(ids.begin(), ids.end() - model->max_positions());
     }
     int64_t target_id = -1;
@@ -116,6 +155,8 @@ int main(int argc, char** argv) {
             "--target: '{}' is {} tokens; give exactly one token (mind the leading space)", target, target_ids.size()));
       target_id = target_ids.front();
     }
+    tokenizer.check_ids_fit(ids, model->vocab_size());
+    if (target_id >= 0) tokenizer.check_ids_fit({target_id}, model->vocab_size());
 
     start = std::chrono::steady_clock::now();
     const auto options = baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows);
@@ -135,18 +176,20 @@ int main(int argc, char** argv) {
                   true);
 
     start = std::chrono::steady_clock::now();
-    baukit::save_lens_page(
-        out, result, tokenizer,
+    page_file.stream() << baukit::lens_page_html(
+        result, tokenizer,
         baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
-    phases["page"] = seconds_since(start);
-    std::cout << "wrote " << fs::absolute(out).string() << "\n";
-    if (!json_out.empty()) {
+    if (json_file) {
       auto json = baukit::to_json(result, tokenizer);
       json["model"] = model_dir.string();
-      const auto text = json.dump();
-      baukit::io::write_file_atomically(json_out, [&](std::ofstream& stream) { stream << text << '\n'; });
-      std::cout << "wrote " << fs::absolute(json_out).string() << "\n";
+      json_file->stream() << json.dump() << '\n';
+      baukit::io::commit_all({&page_file, &*json_file});
+    } else {
+      page_file.commit();
     }
+    phases["page"] = seconds_since(start);
+    std::cout << "wrote " << fs::absolute(out).string() << "\n";
+    if (json_file) std::cout << "wrote " << fs::absolute(json_out).string() << "\n";
     if (timings) std::cout << "timings: " << phases.dump() << "\n";
   } catch (const std::exception& e) {
     progress.step("", false);

@@ -10,36 +10,13 @@
 
 #include "default_model/corpus.hpp"
 #include "device.hpp"
+#include "support.hpp"
 
 namespace {
 
+using namespace baukit_tests;  // NOLINT: the shared helpers of support.hpp
+
 namespace fs = std::filesystem;
-const fs::path kData = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data";
-const fs::path kFixtures = kData / "fixtures";
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  REQUIRE(in);
-  return nlohmann::json::parse(in);
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-fs::path scratch(const std::string& name) {
-  auto dir = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string quoted(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 struct Run {
   int status;
@@ -52,7 +29,7 @@ Run run(const std::string& command) {
   const auto log = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / fmt::format("command-{}.log", ::getpid());
   fs::create_directories(log.parent_path());
   const int raw = std::system((command + " > " + quoted(log.string()) + " 2>&1").c_str());
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(log)};
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_bytes(log)};
 }
 
 std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out,
@@ -136,7 +113,7 @@ TEST_CASE("show escapes every text and attribute value, and lays out nested list
   CHECK_NOTHROW(html({attr({{"href", "https://example.org/a:b"}}), "x"}));
   const auto dir = scratch("show");
   save(dir / "page.html", page, "t<i>tle");
-  CHECK(read_text(dir / "page.html").find("<title>t&lt;i&gt;tle</title>") != std::string::npos);
+  CHECK(read_bytes(dir / "page.html").find("<title>t&lt;i&gt;tle</title>") != std::string::npos);
   CHECK_THROWS(save(dir / "missing-folder" / "page.html", page));
   CHECK_FALSE(fs::exists(dir / "missing-folder"));
 }
@@ -376,13 +353,13 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
     INFO(result.output);
     CHECK(result.status != 0);
     CHECK(result.output.find((dir / "kept.html").string()) != std::string::npos);
-    CHECK(read_text(dir / "kept.html") == "previous page");
+    CHECK(read_bytes(dir / "kept.html") == "previous page");
     for (const auto& entry : fs::directory_iterator(dir))
       CHECK(entry.path().filename().string().find(".tmp-") == std::string::npos);
   }
   std::string controls = "tab\there\x01\x7f";
   CHECK(run(lens_command(tiny, controls, dir / "controls.html")).status == 0);
-  CHECK(read_text(dir / "controls.html").find("\u2401") != std::string::npos);
+  CHECK(read_bytes(dir / "controls.html").find("\u2401") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "a.html"));
 }
 
@@ -417,4 +394,83 @@ TEST_CASE("The default model knows where the Space Needle is, in its middle laye
   for (const auto& h : corpus.held_out)
     for (const auto& sentence : corpus.train) leaked += ". " + sentence == h.prompt + h.answer + ".";
   CHECK(leaked == 0);
+}
+
+TEST_CASE("baukit-lens: prompts from a file or standard input, outputs to devices, both outputs or neither",
+          "[lens][command][errors][hostile]") {
+  const auto dir = scratch("lens-hostile");
+  const auto tiny = kFixtures / "gpt2-tiny";
+  auto fails_with = [&](const std::string& command, const std::string& message) {
+    const auto result = run(command);
+    INFO(result.output);
+    CHECK(result.status != 0);
+    CHECK(result.output.find(message) != std::string::npos);
+  };
+  const std::string prompt = ". The Space Needle is located in";
+  REQUIRE(run(lens_command(tiny, prompt, dir / "a.html", "--json " + quoted((dir / "a.json").string()))).status == 0);
+  const auto expected = read_json(dir / "a.json");
+
+  // --prompt-file: a file, standard input ("-"), and a prompt longer than one argument may be (128 KiB).
+  write_bytes(dir / "prompt.txt", prompt);
+  const auto from_file = fmt::format("{} --prompt-file {} --json {}", lens_command(tiny, "unused", dir / "b.html"),
+                                     quoted((dir / "prompt.txt").string()), quoted((dir / "b.json").string()));
+  fails_with(from_file, "excludes --prompt");
+  const auto base = fmt::format("{} --model {} --tokenizer {} --threads 1 --out {}", quoted(BAUKIT_LENS_EXE),
+                                quoted(tiny.string()), quoted(tiny.string()), quoted((dir / "b.html").string()));
+  REQUIRE(run(fmt::format("{} --prompt-file {} --json {}", base, quoted((dir / "prompt.txt").string()),
+                          quoted((dir / "b.json").string())))
+              .status == 0);
+  CHECK(read_json(dir / "b.json")["lens"] == expected["lens"]);
+  REQUIRE(run(fmt::format("{} --prompt-file - --json {} < {}", base, quoted((dir / "c.json").string()),
+                          quoted((dir / "prompt.txt").string())))
+              .status == 0);
+  CHECK(read_json(dir / "c.json")["lens"] == expected["lens"]);
+  std::string huge;
+  while (huge.size() < 200'000) huge += "The Space Needle, 東京 🙂; ";
+  write_bytes(dir / "huge.txt", huge + prompt);
+  REQUIRE(run(fmt::format("{} --prompt-file {} --truncate --json {}", base, quoted((dir / "huge.txt").string()),
+                          quoted((dir / "d.json").string())))
+              .status == 0);
+  CHECK(read_json(dir / "d.json")["ids"].size() == 64);  // gpt2-tiny's n_positions
+  fails_with(fmt::format("{} --prompt-file {}", base, quoted((dir / "nowhere.txt").string())), "nowhere.txt");
+  fails_with(lens_command(tiny, "x", dir / "e.html", "--target ''"), "--target: the token is empty");
+
+  // Devices and FIFOs are written through and never replaced; a full device is an error naming it.
+  const auto null = char_device(dir, "null", 3), full = char_device(dir, "full", 7);
+  CHECK(run(lens_command(tiny, "x", null, "--json " + quoted(null.string()))).status == 0);
+  CHECK(is_char_device(null));
+  write_bytes(dir / "kept.html", "previous page");
+  fails_with(lens_command(tiny, "x", dir / "kept.html", "--json " + quoted(full.string())), "No space left");
+  CHECK(is_char_device(full));
+  CHECK(read_bytes(dir / "kept.html") == "previous page");  // the page waits for the JSON: both or neither
+  // An output into a missing folder fails before any work, naming the folder.
+  fails_with(lens_command(tiny, "x", dir / "kept.html", "--json " + quoted((dir / "missing" / "a.json").string())),
+             "the folder '" + (dir / "missing").string() + "' does not exist");
+  CHECK(read_bytes(dir / "kept.html") == "previous page");
+  make_fifo(dir / "pipe");
+  fails_with(lens_command(tiny, "x", dir / "pipe"), "a FIFO that nothing reads");
+  CHECK(fs::is_fifo(dir / "pipe"));
+  fails_with(lens_command(tiny, "x", dir), "is a directory");
+
+  // A tokenizer of another model: a vocab.json id beyond the model's vocabulary is named with the file and size.
+  fs::create_directories(dir / "other-tokenizer");
+  auto vocab = read_json(tiny / "vocab.json");
+  vocab["\u0120located"] = 60000;  // a token of the default prompt, moved beyond the model's 50257 rows
+  write_bytes(dir / "other-tokenizer" / "vocab.json", vocab.dump());
+  fs::copy_file(tiny / "merges.txt", dir / "other-tokenizer" / "merges.txt");
+  fails_with(fmt::format("{} --model {} --tokenizer {} --out {}", quoted(BAUKIT_LENS_EXE), quoted(tiny.string()),
+                         quoted((dir / "other-tokenizer").string()), quoted((dir / "f.html").string())),
+             "vocab.json: token '\u0120located' has the id 60000, beyond the model's vocab_size of 50257");
+  // A FIFO as vocab.json fails at once instead of blocking.
+  fs::create_directories(dir / "fifo-tokenizer");
+  fs::copy_file(tiny / "merges.txt", dir / "fifo-tokenizer" / "merges.txt");
+  make_fifo(dir / "fifo-tokenizer" / "vocab.json");
+  fails_with(
+      fmt::format("timeout 60 {} --model {} --tokenizer {} --out {}", quoted(BAUKIT_LENS_EXE), quoted(tiny.string()),
+                  quoted((dir / "fifo-tokenizer").string()), quoted((dir / "g.html").string())),
+      "vocab.json: is a FIFO (named pipe), not a regular file");
+  fs::create_directories(dir / "no-tokenizer");
+  fails_with(fmt::format("{} --model {} --tokenizer {} --out {}", quoted(BAUKIT_LENS_EXE), quoted(tiny.string()),
+                         quoted((dir / "no-tokenizer").string()), quoted((dir / "g.html").string())),
+             "no vocab.json; give --tokenizer DIR");
 }

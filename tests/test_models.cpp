@@ -7,27 +7,15 @@
 #include <fstream>
 
 #include "device.hpp"
+#include "support.hpp"
 
 namespace {
+
+using namespace baukit_tests;  // NOLINT: the shared helpers of support.hpp
 
 namespace fs = std::filesystem;
 using baukit::io::CheckpointError;
 using baukit::io::CheckpointErrorKind;
-
-const fs::path kFixtures = fs::path(BAUKIT_SOURCE_DIR) / "tests" / "data" / "fixtures";
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  REQUIRE(in);
-  return nlohmann::json::parse(in);
-}
-
-fs::path scratch(const std::string& name) {
-  auto dir = fs::path(BAUKIT_BINARY_DIR) / "test-scratch" / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
 
 std::map<std::string, torch::Tensor> reference_tensors(const fs::path& path) {
   baukit::io::SafetensorsFile file(path);
@@ -50,16 +38,6 @@ void check_topk(const std::vector<int64_t>& got, const std::vector<int64_t>& exp
                      (k > 0 && got[k] == expected[k - 1] && std::abs(probs[k] - probs[k - 1]) < 1e-5);
     CHECK(tie);
   }
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
 }
 
 std::string safetensors_bytes(const std::string& header, std::size_t data_bytes) {
@@ -569,7 +547,7 @@ TEST_CASE("Every checkpoint in the committed bad-input corpus fails with its err
   for (const auto& entry : fs::directory_iterator(corpus))
     if (entry.is_directory()) cases.push_back(entry.path().filename().string());
   std::sort(cases.begin(), cases.end());
-  REQUIRE(cases.size() == 17);
+  REQUIRE(cases.size() == 29);
   for (const auto& name : cases) {
     INFO("case " << name);
     const auto expect = read_json(corpus / name / "expect.json");
@@ -585,4 +563,150 @@ TEST_CASE("Every checkpoint in the committed bad-input corpus fails with its err
     }
   }
   CHECK_FALSE(fs::exists(pwned));  // the pickle's command never ran
+}
+
+TEST_CASE("Inputs that are not regular files are refused at once: a FIFO for weights, config.json or vocab.json",
+          "[io][errors][hostile]") {
+  const auto dir = scratch("fifo-inputs");
+  for (const char* part : {"weights", "config", "vocab"}) fs::create_directories(dir / part);
+  for (const char* file : {"config.json", "vocab.json", "merges.txt"}) {
+    fs::copy_file(kFixtures / "gpt2-tiny" / file, dir / "weights" / file);
+    fs::copy_file(kFixtures / "gpt2-tiny" / file, dir / "vocab" / file);
+  }
+  fs::copy_file(kFixtures / "gpt2-tiny" / "model.safetensors", dir / "config" / "model.safetensors");
+  make_fifo(dir / "weights" / "model.safetensors");
+  make_fifo(dir / "config" / "config.json");
+  fs::remove(dir / "vocab" / "vocab.json");
+  make_fifo(dir / "vocab" / "vocab.json");
+  FifoWatchdog watchdog(
+      {dir / "weights" / "model.safetensors", dir / "config" / "config.json", dir / "vocab" / "vocab.json"});
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir / "weights"),
+                    Catch::Contains("model.safetensors: is a FIFO (named pipe), not a regular file"));
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir / "config"),
+                    Catch::Contains("config.json: is a FIFO (named pipe), not a regular file"));
+  CHECK_THROWS_WITH(baukit::Tokenizer::from_pretrained(dir / "vocab"),
+                    Catch::Contains("vocab.json: is a FIFO (named pipe), not a regular file"));
+  CHECK_THROWS_WITH(baukit::io::SafetensorsFile(dir / "weights"), Catch::Contains("is a directory"));
+  CHECK_FALSE(watchdog.blocked());
+}
+
+TEST_CASE("The unpickler bounds nesting, refuses aliasing tricks and destroys deep values without recursion",
+          "[io][pickle][hostile]") {
+  using namespace std::string_literals;
+  auto unpickle = [](const std::string& body) {
+    const std::string pickle = "\x80\x02" + body + ".";
+    return baukit::io::Unpickler(pickle, "test.pkl",
+                                 [](const std::string&, torch::ScalarType, int64_t) { return torch::Tensor(); })
+        .state_dict();
+  };
+  const std::string deep_lists = std::string(200'000, ']') + std::string(199'999, 'a');
+  CHECK_THROWS_WITH(unpickle(deep_lists), Catch::Contains("containers nest more than 100 deep"));
+  CHECK_THROWS_WITH(unpickle(")" + std::string(200'000, '\x85')), Catch::Contains("nest more than 100 deep"));
+  CHECK_THROWS_WITH(unpickle(std::string(200'000, '(') + std::string(200'000, 't')), Catch::Contains("nest more"));
+  // 100 levels are accepted (and then refused as not a dict).
+  CHECK_THROWS_WITH(unpickle(std::string(100, ']') + std::string(99, 'a')), Catch::Contains("not a dict"));
+  CHECK_THROWS_WITH(unpickle("]q\x00h\x00"
+                             "a"s),
+                    Catch::Contains("inside itself"));
+  // B placed inside A, then changed through the memo: refused, or nesting could grow past the bound unseen.
+  CHECK_THROWS_WITH(unpickle("]q\x00]q\x01"
+                             "ah\x01K\x05"
+                             "a"s),
+                    Catch::Contains("already placed inside another"));
+
+  // Destruction of a million-deep chain built directly: no recursion, so no stack overflow.
+  using Value = baukit::io::detail::PickleValue;
+  Value root = Value::of(Value::Kind::list);
+  Value* tail = &root;
+  for (int i = 0; i < 1'000'000; ++i) {
+    tail->items->items.push_back(Value::of(Value::Kind::list));
+    tail = &tail->items->items.back();
+  }
+  root = Value();
+  CHECK(root.items == nullptr);
+}
+
+TEST_CASE("Outputs: regular files are replaced atomically, devices and FIFOs written through, the rest refused",
+          "[io][output][hostile]") {
+  const auto dir = scratch("outputs");
+  auto write = [](const fs::path& path, const std::string& text) {
+    baukit::io::write_file_atomically(path, [&](std::ostream& out) { out << text; });
+  };
+  auto no_temporaries = [&] {
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (entry.path().filename().string().find(".tmp-") != std::string::npos) return false;
+    return true;
+  };
+  SECTION("a new path, then a regular file replaced; a symbolic link is followed, not replaced") {
+    write(dir / "a.txt", "one");
+    write(dir / "a.txt", "two");
+    CHECK(read_bytes(dir / "a.txt") == "two");
+    fs::create_symlink("a.txt", dir / "link.txt");
+    write(dir / "link.txt", "three");
+    CHECK(fs::is_symlink(dir / "link.txt"));
+    CHECK(read_bytes(dir / "a.txt") == "three");
+    fs::create_symlink("nowhere.txt", dir / "dangling.txt");
+    CHECK_THROWS_WITH(write(dir / "dangling.txt", "x"), Catch::Contains("does not exist"));
+    CHECK_THROWS_WITH(write(dir / "missing" / "a.txt", "x"),
+                      Catch::Contains("the folder") && Catch::Contains("missing"));
+  }
+  SECTION("a character device is written through and stays a device; a full one is an error") {
+    const auto null = char_device(dir, "null", 3), full = char_device(dir, "full", 7);
+    write(null, std::string(1 << 20, 'x'));
+    CHECK(is_char_device(null));
+    CHECK_THROWS_WITH(write(full, "x"), Catch::Contains(full.string()) && Catch::Contains("No space left"));
+    CHECK(is_char_device(full));
+  }
+  SECTION("a FIFO: an error without a reader, written through with one") {
+    make_fifo(dir / "pipe");
+    CHECK_THROWS_WITH(write(dir / "pipe", "x"), Catch::Contains("a FIFO that nothing reads"));
+    std::string received;
+    std::thread reader([&] { received = read_bytes(dir / "pipe"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the reader opens its end first
+    write(dir / "pipe", "through the pipe");
+    reader.join();
+    CHECK(received == "through the pipe");
+    CHECK(fs::is_fifo(dir / "pipe"));
+  }
+  SECTION("a directory and a socket are refused") {
+    fs::create_directories(dir / "folder");
+    CHECK_THROWS_WITH(write(dir / "folder", "x"), Catch::Contains("is a directory"));
+    const int socket = make_socket(dir / "socket");
+    CHECK_THROWS_WITH(write(dir / "socket", "x"), Catch::Contains("is a socket"));
+    ::close(socket);
+    CHECK(fs::is_socket(dir / "socket"));
+  }
+  SECTION("two outputs: when one fails, the other is left as it was") {
+    write(dir / "page.html", "previous page");
+    baukit::io::OutputFile page(dir / "page.html"), json(char_device(dir, "full", 7));
+    page.stream() << "new page";
+    json.stream() << std::string(1 << 17, 'x');
+    CHECK_THROWS_WITH(baukit::io::commit_all({&page, &json}), Catch::Contains("No space left"));
+    CHECK(read_bytes(dir / "page.html") == "previous page");
+  }
+  SECTION("an exception while writing leaves nothing") {
+    CHECK_THROWS(baukit::io::write_file_atomically(dir / "b.txt", [](std::ostream& out) {
+      out << "partial";
+      throw std::runtime_error("interrupted");
+    }));
+    CHECK_FALSE(fs::exists(dir / "b.txt"));
+  }
+  CHECK(no_temporaries());
+}
+
+TEST_CASE("Token ids outside the model's vocabulary are refused by name", "[gpt2][errors][hostile]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
+  const int64_t vocab = model->config.vocab_size;
+  CHECK_THROWS_WITH(model->forward(torch::tensor({int64_t{1}, vocab}, torch::kLong).unsqueeze(0), {}, nullptr),
+                    Catch::Contains(fmt::format("input id {} (batch row 0, position 1)", vocab)) &&
+                        Catch::Contains(fmt::format("vocabulary of {}", vocab)));
+  CHECK_THROWS_WITH(model->forward(torch::tensor({int64_t{-1}}, torch::kLong).unsqueeze(0), {}, nullptr),
+                    Catch::Contains("input id -1"));
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto ids = tokenizer.encode("Hello world<|endoftext|>", /*allow_special=*/true);
+  CHECK_NOTHROW(tokenizer.check_ids_fit(ids, vocab));
+  CHECK_THROWS_WITH(
+      tokenizer.check_ids_fit(ids, 50000),
+      Catch::Contains("vocab.json: token '<|endoftext|>' has the id 50256") && Catch::Contains("vocab_size of 50000"));
+  CHECK_THROWS_WITH(tokenizer.check_ids_fit(ids, 1000), Catch::Contains("token 'Hello' has the id 15496"));
 }

@@ -5,26 +5,15 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "support.hpp"
+
 namespace {
 
-const std::filesystem::path kData = std::filesystem::path(BAUKIT_SOURCE_DIR) / "tests" / "data";
+using namespace baukit_tests;  // NOLINT: the shared helpers of support.hpp
 
 const baukit::Tokenizer& gpt2() {
   static const baukit::Tokenizer tokenizer = baukit::Tokenizer::from_pretrained(kData / "fixtures" / "gpt2-tiny");
   return tokenizer;
-}
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  REQUIRE(in);
-  return nlohmann::json::parse(in);
-}
-
-std::filesystem::path scratch(const std::string& name) {
-  auto dir = std::filesystem::path(BAUKIT_BINARY_DIR) / "test-scratch" / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
 }
 
 }  // namespace

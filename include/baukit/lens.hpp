@@ -418,9 +418,11 @@ inline std::vector<LensGrid> decode_views(torch::nn::Sequential& decoder, const 
   const auto final_top1 = final_cpu.argmax(-1);                                             // [tokens]
   const auto final_qlogq = torch::xlogy(final_cpu, final_cpu).sum(-1).to(torch::kFloat32);  // [tokens]: sum q log q
   std::vector<LensGrid> grids(views.size());
-  for (std::size_t i = 0; i < views.size(); ++i)
+  for (std::size_t i = 0; i < views.size(); ++i) {
     grids[i].cells.assign(static_cast<std::size_t>(views[i].size(0)),
                           std::vector<LensCell>(static_cast<std::size_t>(tokens)));
+    for (int64_t row = 0; row < views[i].size(0); ++row) grids[i].rows.push_back(std::to_string(row));
+  }
   for (int64_t begin = 0; begin < rows; begin += chunk) {
     const int64_t end = std::min(rows, begin + chunk);
     auto [decoded, decoded_logits] = detail::decode_with_logits(decoder, states.slice(0, begin, end));
@@ -498,10 +500,38 @@ inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>
   return result;
 }
 
+/// Throws `std::invalid_argument` unless `result` has a shape the page and the JSON can show: each view's row
+/// labels match its rows of cells, every row has a cell per prompt token, every cell its top-k tokens with their
+/// probabilities, and at least one view is not empty. (A `LensGrid` assembled by hand can break any of these.)
+inline void check_lens_result(const LensResult& result) {
+  auto check = [&](const LensGrid& grid, const char* view) {
+    auto fail = [&](const std::string& why) {
+      throw std::invalid_argument(fmt::format("lens result: the {} view {}", view, why));
+    };
+    if (grid.rows.size() != grid.cells.size())
+      fail(fmt::format("has {} rows of cells but {} row labels", grid.cells.size(), grid.rows.size()));
+    for (std::size_t r = 0; r < grid.cells.size(); ++r) {
+      if (grid.cells[r].size() != result.ids.size())
+        fail(fmt::format("has {} cells in row {}, but the prompt has {} tokens", grid.cells[r].size(), r,
+                         result.ids.size()));
+      for (std::size_t t = 0; t < grid.cells[r].size(); ++t) {
+        const auto& cell = grid.cells[r][t];
+        if (cell.tokens.empty() || cell.tokens.size() != cell.probs.size())
+          fail(fmt::format("has a cell (row {}, position {}) with {} tokens and {} probabilities", r, t,
+                           cell.tokens.size(), cell.probs.size()));
+      }
+    }
+  };
+  check(result.lens, "lens");
+  check(result.delta_lens, "delta_lens");
+  if (result.lens.cells.empty() && result.delta_lens.cells.empty()) throw std::invalid_argument("lens result: empty");
+}
+
 /// Every number of a lens as JSON, for scripts: ids and token strings, per view (`lens`, `delta_lens`) the
 /// arrays `tokens`, `token_strings`, `probs` `[row][position][k]` and `magnitudes`, `entropy`, `kl_to_final`,
 /// `rank_of_final_top1`, `rank_of_target` `[row][position]`.
 inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokenizer) {
+  check_lens_result(result);
   auto view = [&](const LensGrid& grid) {
     nlohmann::json out = {{"rows", grid.rows}};
     auto per_cell = [&](const char* key, auto get) {
@@ -516,7 +546,7 @@ inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokeniz
     per_cell("tokens", [](const LensCell& c) { return c.tokens; });
     per_cell("token_strings", [&](const LensCell& c) {
       std::vector<std::string> strings;
-      for (auto id : c.tokens) strings.push_back(tokenizer.decode(id));
+      for (auto id : c.tokens) strings.push_back(tokenizer.token_text(id));
       return strings;
     });
     per_cell("probs", [](const LensCell& c) { return c.probs; });
@@ -532,8 +562,9 @@ inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokeniz
   nlohmann::json out = {
       {"ids", result.ids},   {"prompt_tokens", prompt_tokens}, {"prompt", tokenizer.decode(result.ids)},
       {"topk", result.topk}, {"lens", view(result.lens)},      {"delta_lens", view(result.delta_lens)}};
-  out["target"] = result.target >= 0 ? nlohmann::json{{"id", result.target}, {"token", tokenizer.decode(result.target)}}
-                                     : nlohmann::json(nullptr);
+  out["target"] = result.target >= 0
+                      ? nlohmann::json{{"id", result.target}, {"token", tokenizer.token_text(result.target)}}
+                      : nlohmann::json(nullptr);
   return out;
 }
 

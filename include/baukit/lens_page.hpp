@@ -75,11 +75,11 @@ inline show::Style cell_colors(double m, double p, const std::vector<int>& color
 inline std::string cell_title(const LensCell& cell, const Tokenizer& tokenizer, int64_t target) {
   std::string title = fmt::format("mag: {:.2f}", cell.magnitude);
   for (std::size_t k = 0; k < cell.tokens.size(); ++k)
-    title += fmt::format("\n{}: prob {:.2f}", visible_token(tokenizer.decode(cell.tokens[k])), cell.probs[k]);
+    title += fmt::format("\n{}: prob {:.2f}", visible_token(tokenizer.token_text(cell.tokens[k])), cell.probs[k]);
   title += fmt::format("\nentropy: {:.2f} nats\nKL to final: {:.3f}\nrank of final top-1: {}", cell.entropy,
                        cell.kl_to_final, cell.rank_of_final_top1);
   if (target >= 0)
-    title += fmt::format("\nrank of {}: {}", visible_token(tokenizer.decode(target)), cell.rank_of_target);
+    title += fmt::format("\nrank of {}: {}", visible_token(tokenizer.token_text(target)), cell.rank_of_target);
   return title;
 }
 
@@ -116,7 +116,7 @@ inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& id
                                    {"class", "lens-cell"},
                                    {"data-r", std::to_string(r)},
                                    {"data-t", std::to_string(t)}}),
-                             visible_token(tokenizer.decode(cell.tokens[0]))});
+                             visible_token(tokenizer.token_text(cell.tokens[0]))});
     }
     rows.insert(rows.end(), {attr({{"class", "lens-row"}}), row});
   }
@@ -129,6 +129,10 @@ inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& id
 inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer,
                                   const LensPageOptions& options = {}) {
   if (options.color().size() != 3) throw std::invalid_argument("lens page: color needs three RGB values");
+  check_lens_result(result);
+  // Only views that hold rows are offered; the page opens on the delta lens when asked and present.
+  const bool has_lens = !result.lens.cells.empty(), has_delta = !result.delta_lens.cells.empty();
+  const bool open_delta = has_delta && (options.deltas() || !has_lens);
   const double log_vocab = std::log(static_cast<double>(tokenizer.vocab_size()));
   auto view_data = [&](const LensGrid& grid) {
     nlohmann::json view = {
@@ -137,7 +141,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
     for (const auto& row : grid.cells) {
       nlohmann::json text, title, magnitude, stats[5];
       for (const auto& cell : row) {
-        text.push_back(visible_token(tokenizer.decode(cell.tokens[0])));
+        text.push_back(visible_token(tokenizer.token_text(cell.tokens[0])));
         title.push_back(detail::cell_title(cell, tokenizer, result.target));
         magnitude.push_back(cell.magnitude);
         const auto dark = detail::darkness(cell, log_vocab);
@@ -150,8 +154,9 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
     }
     return view;
   };
-  nlohmann::json data = {{"color", options.color()},
-                         {"views", {{"lens", view_data(result.lens)}, {"delta_lens", view_data(result.delta_lens)}}}};
+  nlohmann::json data = {{"color", options.color()}, {"views", nlohmann::json::object()}};
+  if (has_lens) data["views"]["lens"] = view_data(result.lens);
+  if (has_delta) data["views"]["delta_lens"] = view_data(result.delta_lens);
   const std::string json = show::script_json(data);
 
   std::random_device entropy;
@@ -166,19 +171,23 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       ".legend {{ display: inline-block; width: 12em; height: 0.9em; vertical-align: middle; border: 1px solid #ccc; "
       "}}</style>",
       nonce);
-  const auto& shown = options.deltas() ? result.delta_lens : result.lens;
+  const auto& shown = open_delta ? result.delta_lens : result.lens;
   std::string body =
       "<h2>" + show::escape(options.title()) + "</h2>\n<p>Prompt: <span id=\"prompt\">" +
       show::escape(tokenizer.decode(result.ids)) +
-      "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\"><option value=\"lens\"" +
-      (options.deltas() ? "" : " selected") + ">lens (hidden states)</option><option value=\"delta_lens\"" +
-      (options.deltas() ? " selected" : "") +
-      ">delta lens (each layer's change)</option></select></label><label>Text shows <select id=\"stat\">"
+      "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\">" +
+      (has_lens
+           ? std::string("<option value=\"lens\"") + (open_delta ? "" : " selected") + ">lens (hidden states)</option>"
+           : std::string()) +
+      (has_delta ? std::string("<option value=\"delta_lens\"") + (open_delta ? " selected" : "") +
+                       ">delta lens (each layer's change)</option>"
+                 : std::string()) +
+      "</select></label><label>Text shows <select id=\"stat\">"
       "<option value=\"prob\">top-1 probability</option><option value=\"entropy\">entropy (low = dark)</option>"
       "<option value=\"kl\">KL to final (low = dark)</option><option value=\"rank\">rank of final top-1 (high = "
       "dark)</option>" +
       (result.target >= 0 ? "<option value=\"target\">rank of " +
-                                show::escape(visible_token(tokenizer.decode(result.target))) + "</option>"
+                                show::escape(visible_token(tokenizer.token_text(result.target))) + "</option>"
                           : "") +
       "</select></label></p>\n<p>Background: magnitude <span class=\"legend\" style=\"background: linear-gradient(to "
       "right, white, " +
@@ -214,7 +223,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
   var wanted = {};
   location.hash.slice(1).split('&').forEach(function (kv) { var p = kv.split('='); wanted[p[0]] = decodeURIComponent(p[1] || ''); });
   if (wanted.view && data.views[wanted.view]) view.value = wanted.view;
-  if (wanted.stat && data.views.lens[wanted.stat]) stat.value = wanted.stat;
+  if (wanted.stat && data.views[view.value][wanted.stat]) stat.value = wanted.stat;
   if (wanted.view || wanted.stat) render();
   document.body.setAttribute('data-lens-ready', view.value + ' ' + stat.value);
 })();
@@ -226,7 +235,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
 inline void save_lens_page(const std::filesystem::path& path, const LensResult& result, const Tokenizer& tokenizer,
                            const LensPageOptions& options = {}) {
   const auto text = lens_page_html(result, tokenizer, options);
-  io::write_file_atomically(path, [&](std::ofstream& out) { out << text; });
+  io::write_file_atomically(path, [&](std::ostream& out) { out << text; });
 }
 
 }  // namespace baukit

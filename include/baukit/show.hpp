@@ -239,7 +239,7 @@ inline std::string page(const std::string& title, const std::string& body, const
 /// Writes `node` as a self-contained page, atomically (a temporary renamed into place).
 inline void save(const std::filesystem::path& path, const Node& node, const std::string& title = "baukit") {
   const auto text = page(title, html(node));
-  io::write_file_atomically(path, [&](std::ofstream& out) { out << text; });
+  io::write_file_atomically(path, [&](std::ostream& out) { out << text; });
 }
 
 }  // namespace baukit::show

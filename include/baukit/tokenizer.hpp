@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <baukit/io/regular_file.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -189,6 +190,13 @@ class Tokenizer {
   /// The text of one token, with U+FFFD for a partial UTF-8 character (what the lens shows).
   [[nodiscard]] std::string decode(int64_t id) const { return utf8::replace_invalid(token_bytes(id)); }
 
+  /// The text of one token as the lens shows it: like `decode(id)`, but an id the vocabulary lacks (a model's
+  /// padded embedding rows: Pythia has 50,304 for 50,277 tokens) is the visible placeholder `<id N>`.
+  [[nodiscard]] std::string token_text(int64_t id) const {
+    if (id < 0 || id >= vocab_size() || !known_[static_cast<std::size_t>(id)]) return fmt::format("<id {}>", id);
+    return decode(id);
+  }
+
   /// The raw bytes of one token.
   [[nodiscard]] const std::string& token_bytes(int64_t id) const {
     if (id < 0 || id >= static_cast<int64_t>(id_to_bytes_.size()) || !known_[static_cast<std::size_t>(id)])
@@ -199,6 +207,22 @@ class Tokenizer {
 
   /// One more than the largest token id.
   [[nodiscard]] int64_t vocab_size() const { return static_cast<int64_t>(id_to_bytes_.size()); }
+
+  /// Throws `TokenizerError` if an id of `ids` (an encoded prompt) is beyond a model's `model_vocab_size`
+  /// embedding rows, naming the file, the token as written there, its id and the size: a tokenizer of another
+  /// model would otherwise fail deep in the forward.
+  void check_ids_fit(const std::vector<int64_t>& ids, int64_t model_vocab_size) const {
+    for (const auto id : ids) {
+      if (id < model_vocab_size) continue;
+      const auto index = static_cast<std::size_t>(id);
+      const bool known = id >= 0 && id < vocab_size() && known_[index];
+      throw TokenizerError(
+          fmt::format("{}: token '{}' has the id {}, beyond the model's vocab_size of {} "
+                      "(config.json): the tokenizer belongs to another model",
+                      known ? sources_[source_of_[index]].string() : std::string("tokenizer"),
+                      known ? tokens_as_written_[index] : std::string("?"), id, model_vocab_size));
+    }
+  }
 
   /// The id of a special token such as `<|endoftext|>`, if the vocabulary has it.
   [[nodiscard]] std::optional<int64_t> special_token(const std::string& content) const {
@@ -226,11 +250,10 @@ class Tokenizer {
   }
 
   static std::string read_text_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw TokenizerError(fmt::format("{}: cannot open", path.string()));
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
+    std::string text;
+    if (const auto error = io::RegularFile(path).read_all(text, io::kMaxTextFileBytes); !error.empty())
+      throw TokenizerError(fmt::format("{}: {}", path.string(), error));
+    return text;
   }
 
   /// Reads a JSON object of token -> integer id by nlohmann's SAX interface: the pairs in file order, without a
@@ -307,6 +330,11 @@ class Tokenizer {
     if (known_[index]) throw TokenizerError(fmt::format("{}: id {} is given to two tokens", path.string(), id));
     id_to_bytes_[index] = std::move(bytes);
     known_[index] = true;
+    if (sources_.empty() || sources_.back() != path) sources_.push_back(path);
+    if (source_of_.size() <= index) source_of_.resize(index + 1, 0);
+    source_of_[index] = static_cast<std::uint8_t>(sources_.size() - 1);
+    tokens_as_written_.resize(id_to_bytes_.size());
+    tokens_as_written_[index] = token;
   }
 
   void read_vocab(const std::filesystem::path& path) {
@@ -488,6 +516,10 @@ class Tokenizer {
 
   std::vector<std::string> id_to_bytes_;
   std::vector<bool> known_;
+  // For messages: the files read, the file each id came from, and each token as its file writes it.
+  std::vector<std::filesystem::path> sources_;
+  std::vector<std::uint8_t> source_of_;
+  std::vector<std::string> tokens_as_written_;
   /// Hashes `std::string` and `std::string_view` alike, so that lookups need no temporary string.
   struct StringHash {
     using is_transparent = void;

@@ -75,3 +75,15 @@ put("tokenizer", "files-broken", b"\x02" + json.dumps({"a": 0, "b": 1, "ab": 2})
 put("show", "plain", b"hello\0title\0a tooltip\0red\0token")
 put("show", "hostile", "<script>alert(1)</script>\0href\0javascript:alert(1)\0red\0</script><b>".encode())
 put("show", "quotes", b"\"'&<>\0data-x\0\" onmouseover=\"alert(1)\0blue\0\\u003c")
+
+# Cases of the bad-checkpoint corpus (tests/data/bad-checkpoints/make_corpus.py) that the sanitizer run must cover:
+# sizes, strides and offsets near 2^63 in a pickle, and a NUL-padded safetensors header.
+bad = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "bad-checkpoints")
+for fuzzer, case, file in [("torch_bin", "pickle-stride-overflow", "pytorch_model.bin"),
+                           ("torch_bin", "pickle-numel-overflow", "pytorch_model.bin"),
+                           ("torch_bin", "pickle-offset-overflow", "pytorch_model.bin"),
+                           ("safetensors", "header-padded-with-nul", "model.safetensors")]:
+    with open(os.path.join(bad, case, file), "rb") as f:
+        put(fuzzer, case, f.read())
+put("config", "huge-sizes", json.dumps({"model_type": "gpt2", "n_embd": 2**40, "n_head": 2, "n_layer": 10**9,
+                                        "n_positions": 10**10, "vocab_size": 10**12, "n_inner": 2**62}))

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <baukit/io/error.hpp>
+#include <baukit/io/regular_file.hpp>
 #include <baukit/io/safetensors.hpp>
 #include <baukit/io/torch_bin.hpp>
 #include <cmath>
@@ -35,10 +36,11 @@ using StateDict = std::map<std::string, CheckpointTensor>;
 /// Reads a JSON file, with errors naming the file.
 inline nlohmann::json read_json_file(const std::filesystem::path& path,
                                      CheckpointErrorKind kind = CheckpointErrorKind::config) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(CheckpointErrorKind::io, path, "cannot open");
+  std::string text;
+  if (const auto error = RegularFile(path).read_all(text, kMaxTextFileBytes); !error.empty())
+    throw CheckpointError(CheckpointErrorKind::io, path, error);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(kind, path, fmt::format("not valid JSON: {}", e.what()));
   }
@@ -179,6 +181,12 @@ inline std::set<std::string> load_state_dict(torch::nn::Module& module, const St
   std::set<std::string> files;
   for (const auto& [name, stored] : state) files.insert(stored.file.filename().string());
   auto report = [&](CheckpointErrorKind kind, const std::string& what, const std::vector<std::string>& names) {
+    // Bounded, whatever the checkpoint: the first few names and a count.
+    constexpr std::size_t shown = 8;
+    if (names.size() > shown)
+      throw CheckpointError(kind, source,
+                            fmt::format("{} {} tensor(s): {}; and {} more", names.size(), what,
+                                        fmt::join(names.begin(), names.begin() + shown, "; "), names.size() - shown));
     if (!names.empty())
       throw CheckpointError(kind, source,
                             fmt::format("{} {} tensor(s): {}", names.size(), what, fmt::join(names, "; ")));

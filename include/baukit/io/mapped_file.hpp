@@ -2,12 +2,10 @@
 /// @brief `MappedFile`: a whole file memory-mapped read-only (copy-on-write), shared by the tensors viewing it.
 #pragma once
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <baukit/io/error.hpp>
+#include <baukit/io/regular_file.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -41,25 +39,15 @@ class MappedFile {
 
  private:
   explicit MappedFile(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      throw CheckpointError(CheckpointErrorKind::io, path, std::string("cannot open: ") + std::strerror(errno));
-    struct stat info {};
-    if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-      ::close(fd);
-      throw CheckpointError(CheckpointErrorKind::io, path, "not a regular file");
-    }
-    size_ = static_cast<std::size_t>(info.st_size);
+    const RegularFile file(path);  // a FIFO or device is refused here, without blocking
+    if (!file.ok()) throw CheckpointError(CheckpointErrorKind::io, path, file.error());
+    size_ = file.size();
     if (size_ > 0) {
-      void* mapped = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-      if (mapped == MAP_FAILED) {
-        const int error = errno;
-        ::close(fd);
-        throw CheckpointError(CheckpointErrorKind::io, path, std::string("cannot map: ") + std::strerror(error));
-      }
+      void* mapped = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, file.fd(), 0);
+      if (mapped == MAP_FAILED)
+        throw CheckpointError(CheckpointErrorKind::io, path, std::string("cannot map: ") + std::strerror(errno));
       data_ = static_cast<const char*>(mapped);
     }
-    ::close(fd);
   }
 
   std::filesystem::path path_;

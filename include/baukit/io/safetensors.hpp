@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <baukit/io/atomic_file.hpp>
+#include <baukit/io/bytes.hpp>
 #include <baukit/io/error.hpp>
 #include <baukit/io/mapped_file.hpp>
 #include <cstdint>
@@ -75,27 +76,6 @@ inline std::string dtype_to_safetensors(torch::ScalarType type) {
   }
 }
 
-/// `a * b`, or nullopt on overflow.
-inline std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t product = 0;
-  if (__builtin_mul_overflow(a, b, &product)) return std::nullopt;
-  return product;
-}
-
-/// Makes a tensor over `bytes` (owned by `owner`): a view when aligned, else a copy.
-inline torch::Tensor tensor_over(const char* bytes, const std::vector<int64_t>& shape, torch::ScalarType dtype,
-                                 std::shared_ptr<const void> owner) {
-  const auto element = static_cast<std::uintptr_t>(c10::elementSize(dtype));
-  const auto options = torch::TensorOptions().dtype(dtype);
-  if (reinterpret_cast<std::uintptr_t>(bytes) % element == 0) {
-    return torch::from_blob(
-        const_cast<char*>(bytes), shape, [owner](void*) mutable { owner.reset(); }, options);
-  }
-  torch::Tensor copy = torch::empty(shape, options);
-  if (copy.nbytes() > 0) std::memcpy(copy.data_ptr(), bytes, copy.nbytes());  // an empty tensor has no buffer
-  return copy;
-}
-
 }  // namespace detail
 
 /// The largest header the reference reader accepts.
@@ -121,6 +101,13 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
   const std::string_view header = file.substr(8, header_size);
   if (header.empty() || header.front() != '{')
     throw CheckpointError(Kind::header, path, "the header is not a JSON object");
+  // The format pads the header with spaces (0x20), and the reference reader (serde_json) accepts only JSON
+  // whitespace after the object; nlohmann's parser would stop at a NUL and ignore whatever follows it.
+  if (const auto nul = header.find('\0'); nul != std::string_view::npos)
+    throw CheckpointError(Kind::header, path,
+                          fmt::format("the header holds a NUL byte at offset {}: the format pads the header with "
+                                      "spaces (0x20), not NUL",
+                                      8 + nul));
 
   std::set<std::string> seen;
   std::string duplicate;
@@ -166,7 +153,7 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
       if (!dim.is_number_unsigned())
         fail(Kind::header, fmt::format("shape holds {}, not a non-negative integer", dim.dump()));
       const auto size = dim.get<std::uint64_t>();
-      auto product = detail::checked_mul(numel, size);
+      auto product = detail::checked_mul<std::uint64_t>(numel, size);
       if (!product || size > static_cast<std::uint64_t>(INT64_MAX))
         fail(Kind::size, "the shape's element count overflows");
       numel = *product;
@@ -180,7 +167,7 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
     entry.end = offsets[1].get<std::uint64_t>();
     if (entry.end < entry.begin)
       fail(Kind::offsets, fmt::format("data_offsets [{}, {}] end before they begin", entry.begin, entry.end));
-    const auto bytes = detail::checked_mul(numel, c10::elementSize(*dtype));
+    const auto bytes = detail::checked_mul<std::uint64_t>(numel, c10::elementSize(*dtype));
     if (!bytes || *bytes != entry.end - entry.begin)
       fail(Kind::size,
            fmt::format("{} bytes at data_offsets [{}, {}], but shape [{}] of {} needs {}", entry.end - entry.begin,
@@ -277,7 +264,7 @@ inline void save_safetensors(const std::filesystem::path& path,
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
-  write_file_atomically(path, [&](std::ofstream& out) {
+  write_file_atomically(path, [&](std::ostream& out) {
     std::uint64_t size = text.size();
     char length[8];
     for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((size >> (8 * i)) & 0xff);

@@ -54,6 +54,19 @@ inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::T
   return inputs;
 }
 
+/// Throws `std::invalid_argument` naming the first id of `input_ids` outside `[0, vocab_size)` and its place (an
+/// embedding lookup would fail with libtorch's bare "index out of range in self").
+inline void check_input_ids(const torch::Tensor& input_ids, int64_t vocab_size, const std::string& family) {
+  if (input_ids.numel() == 0) return;
+  const auto outside = (input_ids < 0) | (input_ids >= vocab_size);
+  if (!outside.any().item<bool>()) return;
+  const auto flat = outside.reshape({-1}).nonzero()[0].item<int64_t>();
+  const auto tokens = input_ids.size(-1);
+  throw std::invalid_argument(fmt::format("{}: input id {} (batch row {}, position {}) is outside the vocabulary of {}",
+                                          family, input_ids.reshape({-1})[flat].item<int64_t>(), flat / tokens,
+                                          flat % tokens, vocab_size));
+}
+
 /// Where a family keeps what the lens needs: every name is a module name for `Trace`.
 struct LensLayout {
   std::vector<std::string>

@@ -3,12 +3,16 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here since fmt 11
 
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/io/error.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace baukit::models {
 
@@ -44,12 +48,16 @@ struct ConfigFile {
     return value.get<T>();
   }
 
-  /// A positive integer setting.
+  /// A positive integer setting, at most 2^40 (so that products of sizes cannot overflow).
   int64_t positive(const std::string& key, int64_t fallback) const {
     const auto value = get<int64_t>(key, fallback);
     if (value <= 0) fail(key, fmt::format("must be positive, not {}", value));
+    if (value > kMaxSize) fail(key, fmt::format("is {}, beyond any model (at most 2^40)", value));
     return value;
   }
+
+  /// The largest size setting `positive` accepts: 2^40.
+  static constexpr int64_t kMaxSize = int64_t{1} << 40;
 
   /// Throws a config error about `key`.
   [[noreturn]] void fail(const std::string& key, const std::string& why) const {
@@ -57,5 +65,64 @@ struct ConfigFile {
                               key.empty() ? why : fmt::format("'{}' {}", key, why));
   }
 };
+
+/// A tensor whose shape follows from `config.json`, checked against the checkpoint before the model is built.
+struct ExpectedShape {
+  std::string tensor;             ///< Its name in the checkpoint (the optional prefix may be absent or present).
+  std::vector<int64_t> shape;     ///< The shape the configuration implies.
+  std::vector<std::string> keys;  ///< The settings it follows from, for the message.
+};
+
+/// Checks `config.json` (in `directory`) against the checkpoint `state` before anything is allocated: the tensors
+/// of `shapes` exist with the shapes the settings imply, and the checkpoint holds at least `layers` (the setting
+/// `layer_key`) distinct blocks `<block_prefix>N.`. A config for another size (or a hostile one, `n_layer` 10^9,
+/// `n_embd` 2^40) fails naming the key, the tensor, its file and both shapes.
+inline void check_config_against_checkpoint(const std::filesystem::path& directory, const io::StateDict& state,
+                                            const std::string& optional_prefix,
+                                            const std::vector<ExpectedShape>& shapes, const std::string& layer_key,
+                                            int64_t layers, const std::string& block_prefix) {
+  const auto config = directory / "config.json";
+  auto find = [&](const std::string& name) {
+    auto it = state.find(name);
+    return it != state.end() ? it : state.find(optional_prefix + name);
+  };
+  for (const auto& expected : shapes) {
+    std::vector<std::string> quoted;
+    for (const auto& key : expected.keys) quoted.push_back(fmt::format("'{}'", key));
+    const auto it = find(expected.tensor);
+    if (it == state.end())
+      throw io::CheckpointError(
+          io::CheckpointErrorKind::missing, directory,
+          fmt::format("no tensor '{}', which config.json's {} describe(s)", expected.tensor, fmt::join(quoted, ", ")));
+    if (it->second.tensor.sizes() != torch::IntArrayRef(expected.shape))
+      throw io::CheckpointError(
+          io::CheckpointErrorKind::shape, config,
+          fmt::format("{} give(s) tensor '{}' the shape {}, but {} holds it as {}", fmt::join(quoted, ", "), it->first,
+                      io::detail::shape(expected.shape), it->second.file.filename().string(),
+                      io::detail::shape(it->second.tensor.sizes())));
+  }
+  std::set<int64_t> blocks;
+  for (const auto& [stored, tensor] : state) {
+    std::string_view name = stored;
+    if (name.substr(0, optional_prefix.size()) == optional_prefix) name.remove_prefix(optional_prefix.size());
+    if (name.substr(0, block_prefix.size()) != block_prefix) continue;
+    name.remove_prefix(block_prefix.size());
+    int64_t index = 0;
+    std::size_t digits = 0;
+    while (digits < name.size() && digits < 9 && name[digits] >= '0' && name[digits] <= '9')
+      index = index * 10 + (name[digits++] - '0');
+    if (digits > 0 && digits < name.size() && name[digits] == '.') blocks.insert(index);
+  }
+  // More blocks in the checkpoint than configured is reported tensor by tensor when loading (unexpected); fewer
+  // must fail now, before the model builds blocks the file cannot fill.
+  const auto found = static_cast<int64_t>(blocks.size());
+  if (layers > found)
+    throw io::CheckpointError(
+        io::CheckpointErrorKind::config, config,
+        found == 0 ? fmt::format("'{}' is {}, but the checkpoint holds no block '{}N.'", layer_key, layers,
+                                 optional_prefix + block_prefix)
+                   : fmt::format("'{}' is {}, but the checkpoint holds {} block(s) '{}N.' (N up to {})", layer_key,
+                                 layers, found, optional_prefix + block_prefix, *blocks.rbegin()));
+}
 
 }  // namespace baukit::models

@@ -232,6 +232,7 @@ class GPT2ModelImpl : public torch::nn::Cloneable<GPT2ModelImpl> {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
     const auto [positions, mask] =
         causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-2");
+    check_input_ids(input_ids, config_.vocab_size, "GPT-2");
     auto x = drop(wte(input_ids) + wpe(positions));
     for (const auto& block : *h) x = block->as<GPT2Block::Impl>()->forward(x, mask, cache);
     return ln_f(x);
@@ -271,8 +272,16 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   static std::shared_ptr<GPT2LMHeadModelImpl> from_pretrained(const std::filesystem::path& directory,
                                                               torch::Device device = torch::kCPU,
                                                               bool check_finite = true) {
-    auto model = std::make_shared<GPT2LMHeadModelImpl>(GPT2Config::from_pretrained(directory));
-    const auto state = io::read_checkpoint(directory);
+    auto config = GPT2Config::from_pretrained(directory);
+    const auto state = io::read_checkpoint(directory);  // headers only: nothing is allocated yet
+    const int64_t d = config.n_embd;
+    check_config_against_checkpoint(directory, state, "transformer.",
+                                    {{"wte.weight", {config.vocab_size, d}, {"vocab_size", "n_embd"}},
+                                     {"wpe.weight", {config.n_positions, d}, {"n_positions", "n_embd"}},
+                                     {"h.0.attn.c_attn.weight", {d, 3 * d}, {"n_embd"}},
+                                     {"h.0.mlp.c_fc.weight", {d, config.inner()}, {"n_embd", "n_inner"}}},
+                                    "n_layer", config.n_layer, "h.");
+    auto model = std::make_shared<GPT2LMHeadModelImpl>(std::move(config));
     auto options = io::LoadOptions()
                        .optional_prefix("transformer.")
                        .ignore(R"(\.attn\.(masked_)?bias$)")

@@ -56,6 +56,7 @@ struct GPTJConfig {
     c.n_head = file.positive("n_head", c.n_head);
     c.rotary_dim = file.positive("rotary_dim", c.rotary_dim);
     c.n_inner = file.get<int64_t>("n_inner", 0);
+    if (c.n_inner < 0) file.fail("n_inner", "must not be negative");
     c.activation_function = file.get<std::string>("activation_function", c.activation_function);
     if (!ActivationImpl::supported().count(c.activation_function))
       file.fail("activation_function", fmt::format("'{}' is not supported", c.activation_function));
@@ -255,6 +256,7 @@ class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) {
     const auto [positions, mask] =
         causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-J");
+    check_input_ids(input_ids, config_.vocab_size, "GPT-J");
     auto x = drop(wte(input_ids).to(torch::kFloat32));
     for (const auto& block : *h) x = block->as<GPTJBlock::Impl>()->forward(x, positions, mask, cache);
     return ln_f(x);
@@ -291,8 +293,16 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   static std::shared_ptr<GPTJForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
                                                               torch::Device device = torch::kCPU,
                                                               bool check_finite = true) {
-    auto model = std::make_shared<GPTJForCausalLMImpl>(GPTJConfig::from_pretrained(directory));
-    const auto state = io::read_checkpoint(directory);
+    auto config = GPTJConfig::from_pretrained(directory);
+    const auto state = io::read_checkpoint(directory);  // headers only: nothing is allocated yet
+    const int64_t d = config.n_embd, vocab = config.vocab_size;
+    check_config_against_checkpoint(directory, state, "transformer.",
+                                    {{"wte.weight", {vocab, d}, {"vocab_size", "n_embd"}},
+                                     {"lm_head.weight", {vocab, d}, {"vocab_size", "n_embd"}},
+                                     {"h.0.attn.q_proj.weight", {d, d}, {"n_embd"}},
+                                     {"h.0.mlp.fc_in.weight", {config.inner(), d}, {"n_inner", "n_embd"}}},
+                                    "n_layer", config.n_layer, "h.");
+    auto model = std::make_shared<GPTJForCausalLMImpl>(std::move(config));
     io::load_state_dict(*model, state,
                         io::LoadOptions()
                             .optional_prefix("transformer.")

@@ -25,7 +25,7 @@ inline void save_checkpoint(torch::nn::Module& module, const nlohmann::json& con
     if (!skip.count(item.key())) tensors.emplace_back(item.key(), item.value().detach().to(dtype));
   io::save_safetensors(directory / "model.safetensors", tensors, {{"format", "pt"}});
   const auto text = config.dump(2);
-  io::write_file_atomically(directory / "config.json", [&](std::ofstream& out) { out << text << '\n'; });
+  io::write_file_atomically(directory / "config.json", [&](std::ostream& out) { out << text << '\n'; });
 }
 
 /// GPT-2's initialisation, for any family: N(0, 0.02) weights, N(0, 0.02/sqrt(2 layers)) for the projections named

@@ -148,3 +148,50 @@ archive = bytearray(torch_zip(pickle.dumps(OrderedDict(), protocol=2), {"0": b"\
 central = archive.rfind(b"PK\x01\x02")
 struct.pack_into("<I", archive, central + 42, len(archive) + 1000)  # local header offset
 case("zip-entry-outside-file", {"kind": "archive", "mentions": ["pytorch_model.bin"]}, {"pytorch_model.bin": bytes(archive)})
+
+# Hostile input, round 2.
+# A pickle nesting lists 200,000 deep (400 KB): once a stack overflow in recursive destruction.
+deep = b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b"."
+case("pickle-nested-deep", {"kind": "pickle", "mentions": ["pytorch_model.bin", "nest more than 100 deep"]},
+     {"pytorch_model.bin": torch_zip(deep, {})})
+
+
+def tensor_pickle(size, stride, offset=0, numel=4):
+    """data.pkl of {'w': _rebuild_tensor_v2(storage '0' of `numel` floats, offset, size, stride)}, by opcode."""
+    def long1(n):
+        return b"\x8a\x08" + struct.pack("<q", n)
+    ints = lambda values: b"(" + b"".join(long1(v) for v in values) + b"t"
+    return (b"\x80\x02ccollections\nOrderedDict\n)R" + b"X\x01\x00\x00\x00w"
+            + b"ctorch._utils\n_rebuild_tensor_v2\n(" + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+            + b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpu" + long1(numel) + b"tQ" + long1(offset)
+            + ints(size) + ints(stride) + b"\x89ccollections\nOrderedDict\n)RtRs.")
+
+
+# Sizes and strides near 2^63: the bounds check itself once overflowed (undefined behaviour).
+for name, size, stride, offset in [("pickle-stride-overflow", [2, 2], [2**62, 1], 0),
+                                   ("pickle-numel-overflow", [2**62, 4], [4, 1], 0),
+                                   ("pickle-offset-overflow", [2], [1], 2**63 - 1)]:
+    case(name, {"kind": "pickle", "mentions": ["pytorch_model.bin", "_rebuild_tensor_v2: the view reaches"]},
+         {"pytorch_model.bin": torch_zip(tensor_pickle(size, stride, offset), {"0": b"\0" * 16})})
+
+# config.json settings the checkpoint contradicts: refused before the model is built, naming key, tensor, shapes.
+cfg = lambda **changes: dict(config, **changes)
+case("config-n_layer-huge", {"kind": "config", "mentions": ["config.json", "'n_layer' is 1000000000", "1 block(s)"]},
+     {"model.safetensors": full}, cfg=cfg(n_layer=10**9))
+case("config-n_layer-100000", {"kind": "config", "mentions": ["config.json", "'n_layer' is 100000"]},
+     {"model.safetensors": full}, cfg=cfg(n_layer=100_000))
+case("config-n_embd-2-40", st("shape", "config.json", "'n_embd'", "transformer.wte.weight", "[16, 8]",
+                              f"[16, {2**40}]"), {"model.safetensors": full}, cfg=cfg(n_embd=2**40))
+case("config-n_embd-2-50", {"kind": "config", "mentions": ["config.json", "'n_embd'", "at most 2^40"]},
+     {"model.safetensors": full}, cfg=cfg(n_embd=2**50))
+case("config-vocab_size-huge", st("shape", "'vocab_size'", "transformer.wte.weight", f"[{10**12}, 8]"),
+     {"model.safetensors": full}, cfg=cfg(vocab_size=10**12))
+case("config-n_positions-huge", st("shape", "'n_positions'", "transformer.wpe.weight", f"[{10**10}, 8]"),
+     {"model.safetensors": full}, cfg=cfg(n_positions=10**10))
+case("config-n_inner-2-40", st("shape", "'n_inner'", "transformer.h.0.mlp.c_fc.weight", f"[8, {2**40}]"),
+     {"model.safetensors": full}, cfg=cfg(n_inner=2**40))
+
+# A safetensors header padded with NUL bytes (the format pads with spaces; the reference reader refuses NUL).
+text = json.dumps(json.loads(full[8:8 + header_len])).encode() + b"\0" * 6
+case("header-padded-with-nul", st("header", "NUL byte"),
+     {"model.safetensors": struct.pack("<Q", len(text)) + text + full[8 + header_len:]})
