@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   app.add_flag("--check-finite", check_finite, "Also scan every weight for NaN/inf while loading");
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
-  baukit::models::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
+  baukit::kernels::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
   const double file_bytes = static_cast<double>(std::filesystem::file_size(dir / "model.safetensors"));
 
   // Warm the page cache: a load with the NaN scan reads every byte (a lazy load reads none).

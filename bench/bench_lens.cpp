@@ -1,5 +1,5 @@
 // The logit lens on a GPT-2-XL-size checkpoint, in one run:
-//   build/bench/bench-lens --model DIR [--lens build/examples/baukit-lens]
+//   build/bench/bench-lens --model DIR [--lens build/tools/baukit-lens]
 // Prints the end-to-end time of the baukit-lens command (process start to page written) for an 8-token prompt with
 // its peak memory against the checkpoint size, and the lens decode alone (both views, every layer) as a multiple of
 // its FLOP bound (2 x views x layers x tokens x n_embd x vocab at the matmul rate measured here).
@@ -43,7 +43,7 @@ ChildRun run_child(std::vector<std::string> args) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Logit lens benchmark"};
-  std::filesystem::path dir, lens_exe = std::filesystem::path(BAUKIT_BINARY_DIR) / "examples" / "baukit-lens";
+  std::filesystem::path dir, lens_exe = std::filesystem::path(BAUKIT_BINARY_DIR) / "tools" / "baukit-lens";
   std::string prompt = ". The Space Needle is located in";
   int64_t chunk_mb = 256;
   app.add_option("--model", dir, "Checkpoint directory")->required()->check(CLI::ExistingDirectory);
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   app.add_option("--chunk-mb", chunk_mb, "LensOptions::chunk_bytes for the decode, in MiB")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(2);
-  baukit::models::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
+  baukit::kernels::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
   const double file_bytes = static_cast<double>(std::filesystem::file_size(dir / "model.safetensors"));
   const auto out = std::filesystem::temp_directory_path() / fmt::format("bench-lens-{}.html", ::getpid());
 

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
-  baukit::models::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
+  baukit::kernels::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
   baukit::models::GPT2LMHeadModel model{nullptr};
   std::optional<baukit::Tokenizer> tokenizer;
   const double load = bench::time_once([&] {

@@ -4,7 +4,7 @@
   /usr/bin/python3 bench/side_by_side.py [--build build] [--model DIR] [--runs 3] [--new-tokens 100]
 
 Writes (or reuses) a random GPT-2-XL-size checkpoint, then runs in rotating order, --runs times each:
-  C++      build/examples/baukit-lens --timings (the lens and the delta lens, the page)
+  C++      build/tools/baukit-lens --timings (the lens and the delta lens, the page)
   seed     bench/python/seed_pipeline.py --load seed (random init, weights read into memory, load_state_dict)
   fast     bench/python/seed_pipeline.py --load fast (meta-device parameters, memory-mapped weights)
 and prints per phase (start-up, load, forward, lens decode, page) and in total the median wall time and peak RSS,
@@ -136,14 +136,14 @@ def main():
     print(blas_note, flush=True)
     import torch
     model = args.model or os.path.join(args.build, "bench-data", "gpt2-xl")
-    lens_exe = os.path.join(args.build, "examples", "baukit-lens")
+    lens_exe = os.path.join(args.build, "tools", "baukit-lens")
     generate_exe = os.path.join(args.build, "bench", "bench-generate")
     pipeline = os.path.join(root, "bench", "python", "seed_pipeline.py")
     work = os.path.join(args.build, "side-by-side")
     os.makedirs(work, exist_ok=True)
     if not os.path.exists(os.path.join(model, "model.safetensors")):
         print(f"writing a random GPT-2-XL-size checkpoint to {model} ...", flush=True)
-        run([os.path.join(args.build, "examples", "make-random-checkpoint"), "--preset", "gpt2-xl", "--out", model])
+        run([os.path.join(args.build, "tools", "make-random-checkpoint"), "--preset", "gpt2-xl", "--out", model])
     weight_bytes = os.path.getsize(os.path.join(model, "model.safetensors"))
     with open(os.path.join(model, "config.json")) as f:
         config = json.load(f)

@@ -62,7 +62,7 @@ show::Node show_logit_lens(CausalLM& model, const baukit::Tokenizer& tok, const 
 
 int main(int argc, char** argv) {
   torch::set_num_threads(2);
-  baukit::models::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
+  baukit::kernels::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
   const std::filesystem::path dir =
       argc > 1 ? argv[1] : std::filesystem::path(BAUKIT_SOURCE_DIR) / "models" / "default";
 

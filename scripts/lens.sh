@@ -8,4 +8,4 @@ bash scripts/install-deps.sh
 build=${BAUKIT_BUILD_DIR:-build}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --target baukit-lens --parallel "$(nproc)"
-exec "$build/examples/baukit-lens" "$@"
+exec "$build/tools/baukit-lens" "$@"

@@ -32,6 +32,14 @@ Run run(const std::string& command) {
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_bytes(log)};
 }
 
+// The command fails (a non-zero exit) and says `message`.
+void fails_with(const std::string& command, const std::string& message) {
+  const auto result = run(command);
+  INFO(result.output);
+  CHECK(result.status != 0);
+  CHECK(result.output.find(message) != std::string::npos);
+}
+
 std::string lens_command(const fs::path& model, const std::string& prompt, const fs::path& out,
                          const std::string& extra = "") {
   const auto device = extra.find("--device") == std::string::npos ? "--device " + baukit_tests::test_device_name() : "";
@@ -118,12 +126,9 @@ TEST_CASE("show escapes every text and attribute value, and lays out nested list
   CHECK_FALSE(fs::exists(dir / "missing-folder"));
 }
 
-TEST_CASE("The lens matches the fixtures' references (with c_attn.bias dropped, as they were computed)",
-          "[lens][parity]") {
+TEST_CASE("The lens matches the fixtures' references", "[lens][parity]") {
   for (const std::string fixture : {"gpt2-tiny", "gpt2-tiny-prefixed-bf16"}) {
     auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / fixture, baukit_tests::test_device());
-    for (auto& item : model->named_parameters())
-      if (item.key().ends_with("attn.c_attn.bias")) item.value().detach().zero_();
     const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
     const auto reference = read_json(kFixtures / fixture / "reference.json");  // outlives the loop (unlike a temporary)
     for (const auto& prompt : reference["prompts"]) {
@@ -247,18 +252,23 @@ TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams
     const auto q = final_probs.contiguous();
     const int64_t vocab = q.size(-1), tokens = q.size(0);
     for (int64_t i = 0; i < logits.size(0); ++i) {
-      baukit::LensCell wide, narrow;
+      baukit::kernels::DistributionStatistics wide, narrow;
       const float* z = logits.data_ptr<float>() + i * vocab;
       const float* q_t = q.data_ptr<float>() + (i % tokens) * vocab;
-      baukit::detail::cell_statistics_from_logits(z, q_t, vocab, 3, 13, 5, wide);
-      baukit::detail::cell_statistics_lanes<baukit::detail::Floats4>(z, q_t, vocab, 3, 13, 5, narrow);
+      baukit::kernels::cell_statistics_from_logits(z, q_t, vocab, 3, 13, 5, wide);
+      baukit::kernels::cell_statistics_lanes<baukit::kernels::Floats4>(z, q_t, vocab, 3, 13, 5, narrow);
       CAPTURE(i);
-      check_same_cell(wide, narrow, 1e-7, 1e-5);
+      CHECK(wide.tokens == narrow.tokens);
+      for (std::size_t k = 0; k < wide.probs.size(); ++k) CHECK(wide.probs[k] == Approx(narrow.probs[k]).margin(1e-7));
+      CHECK(wide.entropy == Approx(narrow.entropy).margin(1e-5));
+      CHECK(wide.cross_entropy == Approx(narrow.cross_entropy).margin(1e-5));
+      CHECK(wide.rank_of_final_top1 == narrow.rank_of_final_top1);
+      CHECK(wide.rank_of_target == narrow.rank_of_target);
     }
   }
   // e^x as the statistics compute it, against the library's.
   for (float x = -100.0f; x <= 0.0f; x += 0.37f)
-    CHECK(baukit::detail::exp_nonpositive(x) == Approx(std::exp(std::max(x, -87.0f))).epsilon(3e-7));
+    CHECK(baukit::kernels::exp_nonpositive(x) == Approx(std::exp(std::max(x, -87.0f))).epsilon(3e-7));
   // NaN logits make a cell's numbers NaN, not quietly finite.
   model->lm_head->weight.data()[5].fill_(std::numeric_limits<float>::quiet_NaN());
   const auto with_nan = baukit::decode_states(decoder, stream, final_probs, options).cells[0][0];
@@ -316,12 +326,6 @@ TEST_CASE("baukit-lens: bad arguments and files give an error naming them and a 
           "[lens][command][errors]") {
   const auto dir = scratch("lens-errors");
   const auto tiny = kFixtures / "gpt2-tiny";
-  auto fails_with = [&](const std::string& command, const std::string& message) {
-    const auto result = run(command);
-    INFO(result.output);
-    CHECK(result.status != 0);
-    CHECK(result.output.find(message) != std::string::npos);
-  };
   fails_with(lens_command(dir / "nowhere", "x", dir / "a.html"), "nowhere");
   fails_with(lens_command(tiny, "", dir / "a.html"), "--prompt: the prompt is empty");
   std::string long_prompt;
@@ -400,12 +404,6 @@ TEST_CASE("baukit-lens: prompts from a file or standard input, outputs to device
           "[lens][command][errors][hostile]") {
   const auto dir = scratch("lens-hostile");
   const auto tiny = kFixtures / "gpt2-tiny";
-  auto fails_with = [&](const std::string& command, const std::string& message) {
-    const auto result = run(command);
-    INFO(result.output);
-    CHECK(result.status != 0);
-    CHECK(result.output.find(message) != std::string::npos);
-  };
   const std::string prompt = ". The Space Needle is located in";
   REQUIRE(run(lens_command(tiny, prompt, dir / "a.html", "--json " + quoted((dir / "a.json").string()))).status == 0);
   const auto expected = read_json(dir / "a.json");
@@ -473,4 +471,50 @@ TEST_CASE("baukit-lens: prompts from a file or standard input, outputs to device
   fails_with(fmt::format("{} --model {} --tokenizer {} --out {}", quoted(BAUKIT_LENS_EXE), quoted(tiny.string()),
                          quoted((dir / "no-tokenizer").string()), quoted((dir / "g.html").string())),
              "no vocab.json; give --tokenizer DIR");
+}
+
+TEST_CASE("Lens pages from assembled results: shapes checked, absent views not offered, unknown ids as placeholders",
+          "[lens][page][errors]") {
+  const auto dir = scratch("lens-assembled");
+  auto model = baukit::models::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto ids = tokenizer.encode(". The Space Needle is located in");
+  const auto result = baukit::logit_lens(*model, ids);
+
+  // decode_states labels its rows, so its grid makes a page.
+  torch::NoGradGuard no_grad;
+  auto decoder = baukit::make_decoder(*model);
+  torch::Tensor logits;
+  const auto stream = baukit::residual_stream(*model, ids, false, nullptr, &logits);
+  const auto grid =
+      baukit::decode_states(decoder, stream, torch::softmax(logits[0], -1), baukit::LensOptions().topk(3));
+  CHECK(grid.rows.size() == grid.cells.size());
+  baukit::LensResult assembled{ids, 3, -1, grid, {}};
+  CHECK_NOTHROW(baukit::save_lens_page(dir / "assembled.html", assembled, tokenizer));
+
+  // A grid whose labels do not match its rows is refused, not read out of bounds.
+  auto unlabeled = result;
+  unlabeled.lens.rows.clear();
+  CHECK_THROWS_WITH(baukit::save_lens_page(dir / "bad.html", unlabeled, tokenizer),
+                    Catch::Contains("lens view has 3 rows of cells but 0 row labels"));
+  CHECK_THROWS_WITH(baukit::to_json(unlabeled, tokenizer), Catch::Contains("0 row labels"));
+  auto short_row = result;
+  short_row.delta_lens.cells[1].pop_back();
+  CHECK_THROWS_WITH(baukit::lens_page_html(short_row, tokenizer), Catch::Contains("row 1"));
+  CHECK_FALSE(fs::exists(dir / "bad.html"));
+
+  // Only the views present are offered; a link to an absent one opens what there is.
+  const auto html = baukit::lens_page_html(assembled, tokenizer, baukit::LensPageOptions().deltas(true));
+  CHECK(html.find("value=\"delta_lens\"") == std::string::npos);
+  const auto dom = dump_dom(dir / "assembled.html", "#view=delta_lens&stat=kl");
+  CHECK(dom.find("data-lens-ready=\"lens kl\"") != std::string::npos);
+
+  // Ids beyond the tokenizer (a padded vocabulary) show as a placeholder in the page and the JSON.
+  auto padded = result;
+  padded.lens.cells[2][0].tokens[0] = 50300;
+  CHECK(baukit::lens_page_html(padded, tokenizer)
+            .find("&lt;id\u2423"
+                  "50300&gt;") != std::string::npos);  // ␣: a space
+  CHECK(baukit::to_json(padded, tokenizer)["lens"]["token_strings"][2][0][0] == "<id 50300>");
+  CHECK(tokenizer.token_text(50300) == "<id 50300>");
 }

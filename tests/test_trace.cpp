@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "support.hpp"
+
 namespace {
 
 // A model written for baukit-cpp: a stack of traceable layers, with children of several kinds.
@@ -382,4 +384,64 @@ TEST_CASE("make_traceable converts a Sequential in place; utilities find, freeze
   CHECK(torch::allclose(model(x.repeat({1, 2})),
                         model->tail[0]->as<baukit::Traced<torch::nn::LinearImpl>>()->forward(h)));
   CHECK(baukit::module_names(*model, std::regex("tail.*")) == std::vector<std::string>{"tail", "tail.0", "tail.1"});
+}
+
+TEST_CASE("The natural forms compile: braced lists, a regex, a holder, a CausalLM and its shared_ptr",
+          "[trace][tracedict]") {
+  Toy model;
+  auto x = torch::randn({2, 4});
+  {
+    baukit::TraceDict on_holder(model, {"in", "out"});
+    baukit::TraceDict on_module(*model, {"act"});
+    baukit::TraceDict one(model, {"in"});
+    model(x);
+    CHECK(on_holder.layers() == std::vector<std::string>{"in", "out"});
+    CHECK(on_holder["out"].output().sizes() == torch::IntArrayRef({2, 3}));
+    CHECK(on_module["act"].has_run());
+    CHECK(one.size() == 1);
+  }
+  CHECK(hooks_attached(*model) == 0);
+
+  std::shared_ptr<baukit::models::CausalLM> lm = baukit::models::from_pretrained(baukit_tests::kFixtures / "gpt2-tiny");
+  const auto ids = torch::tensor({int64_t{464}, int64_t{4687}}, torch::kLong).unsqueeze(0);
+  baukit::TraceDict blocks(lm, {"transformer.h.0", "transformer.h.1"});
+  baukit::TraceDict by_regex(*lm, std::regex(R"(transformer\.h\.\d+)"));
+  baukit::Trace head(lm, "lm_head");
+  const auto logits = lm->forward(ids, {}, nullptr);
+  CHECK(blocks["transformer.h.1"].output().sizes() == torch::IntArrayRef({1, 2, 32}));
+  CHECK(by_regex.size() == 3);
+  CHECK(torch::equal(head.output(), logits));
+}
+
+TEST_CASE("A regex that matches no module is an error naming some modules, unless allowed", "[tracedict][errors]") {
+  Toy model;
+  CHECK_THROWS_WITH((baukit::TraceDict(*model, std::regex(R"(tail\.\d+$x)"))), Catch::Contains("matches no module") &&
+                                                                                   Catch::Contains("'in'") &&
+                                                                                   Catch::Contains("allow_no_match"));
+  baukit::TraceDict none(*model, std::regex("nothing"), baukit::TraceOptions().allow_no_match(true));
+  CHECK(none.size() == 0);
+}
+
+TEST_CASE("Errors inside a traced forward name the layer and the edit; output<T>() says what the value is",
+          "[trace][errors]") {
+  Toy model;
+  auto x = torch::randn({2, 4});
+  auto edited = [&](auto edit) {
+    baukit::Trace tr(model, "act", baukit::TraceOptions().edit_output(edit));
+    model(x);
+  };
+  CHECK_THROWS_WITH(edited([](torch::Tensor t) { return t.to(torch::kFloat64); }),
+                    Catch::Contains("edit_output of layer 'act' returned a Double tensor") &&
+                        Catch::Contains("the layer gives Float"));
+  CHECK_THROWS_WITH(edited([](torch::Tensor t) { return t.sum(-1); }),
+                    Catch::Contains("of shape [2]") && Catch::Contains("of shape [2, 8]"));
+  CHECK_THROWS_WITH(edited([](torch::Tensor t) {
+                      return t.matmul(torch::ones({99, 2}));
+                    }),
+                    Catch::Contains("edit_output of layer 'act' failed: ") && !Catch::Contains("frame #"));
+  CHECK(hooks_attached(*model) == 0);
+  baukit::Trace tr(model, "act");
+  model(x);
+  CHECK_THROWS_WITH(tr.output<int64_t>(),
+                    Catch::Contains("the output of layer 'act' is a Tensor, which does not convert to long"));
 }

@@ -1,31 +1,5 @@
-/// @file decoder.hpp
-/// @brief The logit lens decoder as a composable `torch::nn::Sequential`, built from modules the model owns
-/// (shared, not copied) plus new ones.
-///
-/// @code
-/// auto decoder = baukit::make_decoder(*model);            // Sequential(ln_f, lm_head, softmax)
-/// torch::Tensor probs = decoder->forward(hidden_states);  // [..., vocab]
-/// // Any decoder will do, e.g. a learned per-layer translator in front:
-/// auto tuned = torch::nn::Sequential(translator, decoder[0], decoder[1], decoder[2]);
-/// @endcode
+/// @file baukit/decoder.hpp
+/// @brief Moved to `<baukit/lens/decoder.hpp>`; this forwarding header keeps the old path working for now.
 #pragma once
 
-#include <torch/torch.h>
-
-#include <baukit/hook.hpp>
-#include <baukit/models/causal_lm.hpp>
-
-namespace baukit {
-
-/// `Sequential(ln_f, lm_head, Softmax(dim=-1))` as the seed builds it; the first two are the model's own
-/// modules (the final norm and the unembedding), so the decoder always sees the model's current weights.
-/// Without `softmax`, it returns logits.
-inline torch::nn::Sequential make_decoder(models::CausalLM& model, bool softmax = true) {
-  torch::OrderedDict<std::string, torch::nn::AnyModule> items;
-  items.insert("ln_f", model.final_norm());
-  items.insert("lm_head", model.unembedding());
-  if (softmax) items.insert("softmax", torch::nn::AnyModule(TracedSoftmax(torch::nn::SoftmaxOptions(-1))));
-  return torch::nn::Sequential(std::move(items));
-}
-
-}  // namespace baukit
+#include <baukit/lens/decoder.hpp>

@@ -195,6 +195,11 @@ class Traced : public detail::TracedForward<Impl, decltype(&Impl::forward)> {
 };
 
 /// Wraps an existing module in a traceable one that shares its parameters and submodules.
+///
+/// The wrapper is a new module: a network that already holds `module` (as `plain->out`, a member its `forward`
+/// calls) keeps calling the original, so hooks on the wrapper never run there. Call the wrapper yourself, register
+/// it in the network's place when you build it (`out = register_module("out", traced(torch::nn::Linear(8, 3)))`),
+/// or, inside a `torch::nn::Sequential`, use `make_traceable`.
 template <class Impl>
 std::shared_ptr<Traced<Impl>> traced(const std::shared_ptr<Impl>& module) {
   return std::make_shared<Traced<Impl>>(*module);

@@ -2,21 +2,26 @@
 /// @brief `Trace` and `TraceDict`: RAII objects that retain or edit what named modules compute, as baukit's
 /// `nethook` does in Python.
 ///
+/// A trace attaches to a module (`torch::nn::Module&`), a libtorch holder, a `models::CausalLM` or a
+/// `std::shared_ptr` to one (anything with a `module()` member), by the dotted names `named_modules()` gives.
+///
 /// @code
-/// auto model = baukit::models::GPT2::from_pretrained("gpt2-xl");
+/// auto model = baukit::models::from_pretrained("gpt2-xl");   // std::shared_ptr<baukit::models::CausalLM>
 /// {
-///   baukit::TraceDict tr(*model, std::regex(R"(^transformer\.h\.\d+$)"));
-///   model->forward(input_ids);
+///   baukit::TraceDict tr(model, std::regex(R"(transformer\.h\.\d+)"));
+///   model->forward(input_ids, {}, nullptr);
 ///   torch::Tensor h5 = tr["transformer.h.5"].output();   // [batch, tokens, n_embd]
 /// }   // every hook is detached here, also when forward threw
 /// @endcode
 #pragma once
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join lives here since fmt 11
 
 #include <baukit/hook.hpp>
 #include <baukit/modules.hpp>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <regex>
@@ -39,7 +44,7 @@ class StopForward : public std::exception {
 ///
 /// @code
 /// baukit::Trace tr(*model, "transformer.h.2", baukit::TraceOptions().stop(true));
-/// baukit::run_until_stop([&] { model->forward(ids); });   // layers after h.2 do not run
+/// baukit::run_until_stop([&] { model->forward(ids, {}, nullptr); });   // layers after h.2 do not run
 /// @endcode
 template <class Forward>
 bool run_until_stop(Forward&& forward) {
@@ -119,6 +124,20 @@ constexpr bool accepts_output =
     std::is_invocable_v<Edit&, Output, const std::string&, const torch::IValue&> ||
     std::is_invocable_v<Edit&, Output, const std::string&> || std::is_invocable_v<Edit&, Output>;
 
+/// `edited` must have `original`'s dtype, device and shape: the rest of the forward is written for them, and
+/// would otherwise fail later with an error that names no layer.
+inline void check_edited(const torch::Tensor& original, const torch::Tensor& edited, const std::string& layer) {
+  if (!edited.defined())
+    throw std::invalid_argument(fmt::format("baukit: edit_output of layer '{}' returned an undefined tensor", layer));
+  if (edited.scalar_type() != original.scalar_type() || edited.device() != original.device() ||
+      edited.sizes() != original.sizes())
+    throw std::invalid_argument(fmt::format(
+        "baukit: edit_output of layer '{}' returned a {} tensor of shape [{}] on {}, but the layer gives {} of shape "
+        "[{}] on {}; return the same dtype, device and shape (e.g. `.to(output.dtype())`)",
+        layer, c10::toString(edited.scalar_type()), fmt::join(edited.sizes(), ", "), edited.device().str(),
+        c10::toString(original.scalar_type()), fmt::join(original.sizes(), ", "), original.device().str()));
+}
+
 /// Turns any supported editor into an `EditOutput`.
 template <class Edit>
 EditOutput make_edit_output(Edit edit) {
@@ -149,9 +168,55 @@ EditOutput make_edit_output(Edit edit) {
             return output;
           } else {
             torch::Tensor edited = invoke_edit(edit, tensor, layer, inputs);
+            check_edited(first_tensor(output), edited, layer);
             return output.isTensor() ? torch::IValue(edited) : replace_first_tensor(output, edited);
           }
         };
+  }
+}
+
+template <class T>
+struct is_shared_ptr : std::false_type {};
+template <class T>
+struct is_shared_ptr<std::shared_ptr<T>> : std::true_type {};
+
+/// Whether a trace can attach to a `Model`: a libtorch holder, something with `module()` (a `CausalLM`), or a
+/// `std::shared_ptr` to one of those. A module itself binds to the `torch::nn::Module&` constructors, and a
+/// `std::shared_ptr` to a module to the "module itself" one.
+template <class Model>
+constexpr bool is_model_like() {
+  using Plain = std::remove_cv_t<std::remove_reference_t<Model>>;
+  if constexpr (std::is_base_of_v<torch::nn::Module, Plain>) {
+    return false;
+  } else if constexpr (requires(const Plain& m) {
+                         typename Plain::ContainedType;
+                         m.ptr();
+                       }) {
+    return true;  // torch::nn::ModuleHolder
+  } else if constexpr (requires(Plain & m) { m.module(); }) {
+    return true;
+  } else if constexpr (is_shared_ptr<Plain>::value) {
+    return !std::is_base_of_v<torch::nn::Module, typename Plain::element_type> &&
+           is_model_like<typename Plain::element_type>();
+  } else {
+    return false;
+  }
+}
+
+/// The module a trace attaches to, for anything `is_model_like` accepts.
+template <class Model>
+torch::nn::Module& module_of(Model& model) {
+  using Plain = std::remove_cv_t<std::remove_reference_t<Model>>;
+  if constexpr (requires(const Plain& m) {
+                  typename Plain::ContainedType;
+                  m.ptr();
+                }) {
+    return *model.ptr();
+  } else if constexpr (requires(Plain & m) { m.module(); }) {
+    return model.module();
+  } else {
+    if (!model) throw std::invalid_argument("baukit: a trace was given a null model");
+    return module_of(*model);
   }
 }
 
@@ -172,6 +237,8 @@ EditOutput make_edit_output(Edit edit) {
 ///   `(out, layer, inputs)`, where `out` is a `torch::Tensor` (the output, or its first tensor) or a
 ///   `torch::IValue` (the whole output); it returns the new output, or nothing after editing in place.
 /// - `stop`: throw `StopForward` once this layer has run (for a `TraceDict`, after the last listed layer).
+/// - `allow_no_match`: a `TraceDict` given a regex may match no module (otherwise that is an error listing some
+///   module names: Python habits such as `h\.\d+$` match nothing under `regex_match`, which needs the whole name).
 struct TraceOptions {
   /// Keep the output.
   TORCH_ARG(bool, retain_output) = true;
@@ -185,6 +252,8 @@ struct TraceOptions {
   TORCH_ARG(bool, retain_grad) = false;
   /// End the forward after this layer.
   TORCH_ARG(bool, stop) = false;
+  /// Let a regex match no module.
+  TORCH_ARG(bool, allow_no_match) = false;
 
  public:
   /// Sets the output editor; see the struct's description for the forms accepted.
@@ -204,23 +273,25 @@ struct TraceOptions {
 ///
 /// @code
 /// baukit::Trace tr(*model, "transformer.h.3.mlp", baukit::TraceOptions().retain_input(true));
-/// model->forward(ids);
+/// model->forward(ids, {}, nullptr);
 /// torch::Tensor in = tr.input(), out = tr.output();
 /// @endcode
 class Trace {
  public:
   /// Attaches to the module `layer` of `model` (a dotted name as `named_modules()` gives; "" for `model` itself).
-  /// Throws before attaching anything if the name is unknown or the module is not traceable.
-  Trace(torch::nn::Module& model, const std::string& layer, TraceOptions options = {})
+  /// Throws before attaching anything if the name is unknown or the module is not traceable. The hooks detach
+  /// when the trace is destroyed, so an unnamed temporary traces nothing (compilers warn: `[[nodiscard]]`).
+  [[nodiscard]] Trace(torch::nn::Module& model, const std::string& layer, TraceOptions options = {})
       : Trace(find_traceable(model, layer), layer, std::move(options)) {}
 
-  /// The same, for a model held by a libtorch holder.
-  template <class Impl>
-  Trace(const torch::nn::ModuleHolder<Impl>& model, const std::string& layer, TraceOptions options = {})
-      : Trace(*model.ptr(), layer, std::move(options)) {}
+  /// The same, for a libtorch holder, a `models::CausalLM`, or a `std::shared_ptr` to one.
+  template <class Model>
+  requires(detail::is_model_like<Model>())
+      [[nodiscard]] Trace(Model&& model, const std::string& layer, TraceOptions options = {})
+      : Trace(detail::module_of(model), layer, std::move(options)) {}
 
   /// Attaches to `module` itself, already looked up; `layer` names it in messages and for editors.
-  Trace(std::shared_ptr<torch::nn::Module> module, const std::string& layer, TraceOptions options = {})
+  [[nodiscard]] Trace(std::shared_ptr<torch::nn::Module> module, const std::string& layer, TraceOptions options = {})
       : Trace(checked_target(std::move(module), layer), layer, std::move(options)) {}
 
   /// Takes over `other`'s hook; `other` is left empty.
@@ -333,7 +404,15 @@ class Trace {
     const TraceOptions& options = state.options;
     ++state.calls;
     if (options.retain_input()) state.input = copy_for_retention(inputs, options, false);
-    if (options.edit_output()) output = options.edit_output()(std::move(output), state.layer, inputs);
+    if (options.edit_output()) {
+      try {
+        output = options.edit_output()(std::move(output), state.layer, inputs);
+      } catch (const c10::Error& e) {  // libtorch's messages name no layer; keep the first line of it
+        const std::string what = e.what();
+        throw std::runtime_error(
+            fmt::format("baukit: edit_output of layer '{}' failed: {}", state.layer, what.substr(0, what.find('\n'))));
+      }
+    }
     if (options.retain_output()) {
       state.output = copy_for_retention(output, options, options.retain_grad());
       // Continue from a copy of what was retained, so that its gradient is the one the model uses and
@@ -361,7 +440,12 @@ class Trace {
         throw std::logic_error(fmt::format("baukit: the {} of layer '{}' holds no tensor", what, state().layer));
       return tensor;
     } else {
-      return detail::from_ivalue<T>(value);
+      try {
+        return detail::from_ivalue<T>(value);
+      } catch (const c10::Error&) {  // IValue::to<T>() fails with an internal assertion, naming nothing
+        throw std::logic_error(fmt::format("baukit: the {} of layer '{}' is a {}, which does not convert to {}", what,
+                                           state().layer, value.tagKind(), c10::demangle_type<T>()));
+      }
     }
   }
 
@@ -378,7 +462,7 @@ class Trace {
 ///
 /// @code
 /// baukit::TraceDict tr(*model, std::regex(R"(^transformer\.h\.\d+$)"));
-/// model->forward(ids);
+/// model->forward(ids, {}, nullptr);
 /// for (const auto& name : tr.layers()) std::cout << name << ' ' << tr[name].output().sizes() << '\n';
 /// @endcode
 class TraceDict {
@@ -387,11 +471,16 @@ class TraceDict {
   using OptionsFor = std::function<TraceOptions(const std::string& layer)>;
 
   /// Traces the listed layers with the same options (`stop` applies after the last listed layer only).
-  TraceDict(torch::nn::Module& model, std::vector<std::string> layers, TraceOptions options = {})
+  [[nodiscard]] TraceDict(torch::nn::Module& model, std::vector<std::string> layers, TraceOptions options = {})
       : TraceDict(model, std::move(layers), OptionsFor([options](const std::string&) { return options; })) {}
 
+  /// A braced list of names: `TraceDict tr(model, {"transformer.h.0", "transformer.h.1"})`.
+  [[nodiscard]] TraceDict(torch::nn::Module& model, std::initializer_list<std::string> layers,
+                          TraceOptions options = {})
+      : TraceDict(model, std::vector<std::string>(layers), std::move(options)) {}
+
   /// Traces the listed layers, asking `options_for` for each layer's options.
-  TraceDict(torch::nn::Module& model, std::vector<std::string> layers, const OptionsFor& options_for) {
+  [[nodiscard]] TraceDict(torch::nn::Module& model, std::vector<std::string> layers, const OptionsFor& options_for) {
     // Look every name up in one walk of the module tree, and fail before attaching anything.
     const auto modules = model.named_modules("", /*include_self=*/false);
     std::vector<std::shared_ptr<torch::nn::Module>> found;
@@ -413,14 +502,26 @@ class TraceDict {
     layers_ = std::move(layers);
   }
 
-  /// Traces every module whose full name matches `pattern` (`std::regex_match`, in module order).
-  TraceDict(torch::nn::Module& model, const std::regex& pattern, TraceOptions options = {})
-      : TraceDict(model, module_names(model, pattern), std::move(options)) {}
+  /// Traces every module whose full name matches `pattern` (`std::regex_match`, in module order). Matching
+  /// nothing is an error listing some module names, unless `options.allow_no_match(true)`.
+  [[nodiscard]] TraceDict(torch::nn::Module& model, const std::regex& pattern, TraceOptions options = {})
+      : TraceDict(model, matching(model, pattern, options), std::move(options)) {}
 
-  /// The same, for a model held by a libtorch holder.
-  template <class Impl, class Layers>
-  TraceDict(const torch::nn::ModuleHolder<Impl>& model, Layers&& layers, TraceOptions options = {})
-      : TraceDict(*model.ptr(), std::forward<Layers>(layers), std::move(options)) {}
+  /// The forms above for a libtorch holder, a `models::CausalLM`, or a `std::shared_ptr` to one.
+  template <class Model>
+  requires(detail::is_model_like<Model>())
+      [[nodiscard]] TraceDict(Model&& model, std::vector<std::string> layers, TraceOptions options = {})
+      : TraceDict(detail::module_of(model), std::move(layers), std::move(options)) {}
+  /// A braced list of names, for a holder or `CausalLM`.
+  template <class Model>
+  requires(detail::is_model_like<Model>())
+      [[nodiscard]] TraceDict(Model&& model, std::initializer_list<std::string> layers, TraceOptions options = {})
+      : TraceDict(detail::module_of(model), std::vector<std::string>(layers), std::move(options)) {}
+  /// A regex, for a holder or `CausalLM`.
+  template <class Model>
+  requires(detail::is_model_like<Model>())
+      [[nodiscard]] TraceDict(Model&& model, const std::regex& pattern, TraceOptions options = {})
+      : TraceDict(detail::module_of(model), pattern, std::move(options)) {}
 
   /// The trace of `layer`; throws naming the layer when it is not traced here.
   [[nodiscard]] const Trace& operator[](const std::string& layer) const {
@@ -442,6 +543,17 @@ class TraceDict {
   }
 
  private:
+  static std::vector<std::string> matching(torch::nn::Module& model, const std::regex& pattern,
+                                           const TraceOptions& options) {
+    auto names = module_names(model, pattern);
+    if (names.empty() && !options.allow_no_match())
+      throw std::invalid_argument(fmt::format(
+          "baukit: the regex matches no module of {} (it must match a whole name, as std::regex_match does); its "
+          "modules include {}. Pass TraceOptions().allow_no_match(true) if none is fine",
+          model.name(), detail::some_module_names(model)));
+    return names;
+  }
+
   std::vector<Trace> traces_;
   std::map<std::string, std::size_t> index_;
   std::vector<std::string> layers_;

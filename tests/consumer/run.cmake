@@ -1,4 +1,6 @@
-# Installs baukit-cpp from BINARY into a fresh prefix, then configures, builds and runs tests/consumer against it.
+# Installs baukit-cpp from BINARY into a fresh prefix, then configures, builds and runs tests/consumer against it;
+# then runs the installed baukit-lens from a copy of the prefix elsewhere, with the source tree hidden, on the
+# embedded default model it must find beside itself.
 set(prefix "${BINARY}/consumer-prefix")
 file(REMOVE_RECURSE "${prefix}" "${BINARY}/consumer-build")
 execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BINARY}" --prefix "${prefix}" COMMAND_ERROR_IS_FATAL ANY OUTPUT_QUIET)
@@ -6,3 +8,38 @@ execute_process(COMMAND "${CMAKE_COMMAND}" -S "${SOURCE}/tests/consumer" -B "${B
                         -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER_LAUNCHER=${LAUNCHER} COMMAND_ERROR_IS_FATAL ANY)
 execute_process(COMMAND "${CMAKE_COMMAND}" --build "${BINARY}/consumer-build" COMMAND_ERROR_IS_FATAL ANY)
 execute_process(COMMAND "${BINARY}/consumer-build/consumer" COMMAND_ERROR_IS_FATAL ANY)
+
+foreach(installed bin/baukit-lens bin/make-random-checkpoint share/baukit/models/default/config.json
+                  share/baukit/models/default/model.safetensors share/baukit/models/default/vocab.json)
+  if(NOT EXISTS "${prefix}/${installed}")
+    message(FATAL_ERROR "cmake --install did not install ${installed}")
+  endif()
+endforeach()
+
+# A relocated copy of the prefix, outside the source tree (which holds the build folder and the first prefix).
+string(RANDOM LENGTH 8 suffix)
+set(moved "/tmp/baukit-installed-${suffix}")
+file(REMOVE_RECURSE "${moved}")
+file(COPY "${prefix}/" DESTINATION "${moved}")
+set(lens "${moved}/bin/baukit-lens" --out "${moved}/lens.html" --json "${moved}/lens.json" --threads 1)
+# Root (as CI is) hides the source tree in a private mount namespace; elsewhere the relocated copy runs in place,
+# and the model it reports using must still be the installed one.
+set(hide unshare --mount --propagation private sh -c "mount -t tmpfs tmpfs \"$0\" && exec \"$@\"" "${SOURCE}")
+execute_process(COMMAND ${hide} test ! -e "${SOURCE}/CMakeLists.txt" RESULT_VARIABLE can_hide OUTPUT_QUIET ERROR_QUIET)
+if(can_hide EQUAL 0)
+  message(STATUS "running the installed baukit-lens with ${SOURCE} hidden")
+else()
+  message(STATUS "no private mount namespace here: running the relocated baukit-lens in place")
+  set(hide)
+endif()
+execute_process(COMMAND ${hide} ${lens} RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "the installed baukit-lens failed (${status}): ${err}")
+endif()
+file(READ "${moved}/lens.json" json)
+string(JSON model GET "${json}" model)
+file(REMOVE_RECURSE "${moved}")
+if(NOT model STREQUAL "${moved}/share/baukit/models/default")
+  message(FATAL_ERROR "the installed baukit-lens used the model ${model}, not the one installed beside it")
+endif()
+message(STATUS "installed baukit-lens: ${out}")

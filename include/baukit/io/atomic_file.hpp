@@ -7,7 +7,7 @@
 /// baukit::io::write_file_atomically("lens.json", [&](std::ostream& out) { out << text; });
 /// // Two outputs, both or neither: each is staged, then both are renamed into place.
 /// baukit::io::OutputFile page("lens.html"), json("lens.json");
-/// page.stream() << html;
+/// page.stream() << page_html;
 /// json.stream() << text;
 /// baukit::io::commit_all({&page, &json});
 /// @endcode

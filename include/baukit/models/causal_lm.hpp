@@ -34,6 +34,7 @@ struct CausalInputs {
 inline CausalInputs causal_inputs(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, int64_t past,
                                   int64_t max_positions, const std::string& family) {
   const int64_t tokens = input_ids.size(1);
+  if (tokens == 0) throw std::invalid_argument(fmt::format("{}: forward needs at least one token", family));
   if (past + tokens > max_positions)
     throw std::invalid_argument(
         fmt::format("{}: {} tokens (with {} cached) exceed n_positions = {}", family, tokens, past, max_positions));

@@ -87,18 +87,20 @@ inline void check_config_against_checkpoint(const std::filesystem::path& directo
     return it != state.end() ? it : state.find(optional_prefix + name);
   };
   for (const auto& expected : shapes) {
-    std::vector<std::string> quoted;
-    for (const auto& key : expected.keys) quoted.push_back(fmt::format("'{}'", key));
+    std::string keys;  // 'a', 'b' and 'c'
+    for (std::size_t i = 0; i < expected.keys.size(); ++i)
+      keys += (i == 0 ? "" : i + 1 == expected.keys.size() ? " and " : ", ") + fmt::format("'{}'", expected.keys[i]);
     const auto it = find(expected.tensor);
     if (it == state.end())
       throw io::CheckpointError(
           io::CheckpointErrorKind::missing, directory,
-          fmt::format("no tensor '{}', which config.json's {} describe(s)", expected.tensor, fmt::join(quoted, ", ")));
+          fmt::format("no tensor '{}', whose shape config.json's {} {}", optional_prefix + expected.tensor, keys,
+                      expected.keys.size() == 1 ? "sets" : "set"));
     if (it->second.tensor.sizes() != torch::IntArrayRef(expected.shape))
       throw io::CheckpointError(
           io::CheckpointErrorKind::shape, config,
-          fmt::format("{} give(s) tensor '{}' the shape {}, but {} holds it as {}", fmt::join(quoted, ", "), it->first,
-                      io::detail::shape(expected.shape), it->second.file.filename().string(),
+          fmt::format("{} {} tensor '{}' {}, but {} holds it as {}", keys, expected.keys.size() == 1 ? "makes" : "make",
+                      it->first, io::detail::shape(expected.shape), it->second.file.filename().string(),
                       io::detail::shape(it->second.tensor.sizes())));
   }
   std::set<int64_t> blocks;

@@ -119,24 +119,24 @@ class GPT2AttentionImpl : public torch::nn::Cloneable<GPT2AttentionImpl> {
     auto split_heads = [&](const torch::Tensor& t) {
       return t.view({batch, tokens, heads, width / heads}).transpose(1, 2);
     };
-    const auto qkv = c_attn(x).split(width, 2);
-    auto q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);
+    const auto qkv = c_attn(x).split(width, 2);                                      // 3 x [batch, tokens, width]
+    auto q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);  // [batch, heads, tokens, hd]
     if (cache) {
       auto &past_k = cache->keys.at(layer_idx_), &past_v = cache->values.at(layer_idx_);
       if (past_k.defined()) {
         k = torch::cat({past_k, k}, 2);
         v = torch::cat({past_v, v}, 2);
       }
-      past_k = k;
+      past_k = k;  // [batch, heads, past + tokens, hd]
       past_v = v;
     }
     double scale = config_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(width / heads)) : 1.0;
     if (config_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer_idx_ + 1);
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [batch, heads, tokens, past + tokens]
     // The most negative float rather than -inf: a fully masked row (left padding) stays finite.
     if (mask.defined()) scores = scores.masked_fill(mask, std::numeric_limits<float>::lowest());
     const auto probs = attn_dropout(torch::softmax(scores, -1));
-    const auto y = torch::matmul(probs, v).transpose(1, 2).reshape({batch, tokens, width});
+    const auto y = torch::matmul(probs, v).transpose(1, 2).reshape({batch, tokens, width});  // heads side by side
     return resid_dropout(c_proj(y));
   }
 
@@ -258,9 +258,9 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   /// Registers the submodules; `lm_head` shares `wte`'s weight when tied.
   void reset() override {
     transformer = register_module("transformer", GPT2Model(config));
-    lm_head =
-        register_module("lm_head", Linear(config.n_embd, config.vocab_size, false,
-                                          config.tie_word_embeddings ? transformer->wte->weight : torch::Tensor()));
+    lm_head = register_module(
+        "lm_head", Linear(LinearOptions(config.n_embd, config.vocab_size)
+                              .tied_weight(config.tie_word_embeddings ? transformer->wte->weight : torch::Tensor())));
   }
 
   /// Logits [batch, tokens, vocab].

@@ -129,10 +129,10 @@ class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
   /// Registers the submodules.
   void reset() override {
     const auto d = config_.n_embd;
-    q_proj = register_module("q_proj", Linear(d, d, false, torch::Tensor(), config_.weight_dtype));
-    k_proj = register_module("k_proj", Linear(d, d, false, torch::Tensor(), config_.weight_dtype));
-    v_proj = register_module("v_proj", Linear(d, d, false, torch::Tensor(), config_.weight_dtype));
-    out_proj = register_module("out_proj", Linear(d, d, false, torch::Tensor(), config_.weight_dtype));
+    q_proj = register_module("q_proj", Linear(LinearOptions(d, d).dtype(config_.weight_dtype)));
+    k_proj = register_module("k_proj", Linear(LinearOptions(d, d).dtype(config_.weight_dtype)));
+    v_proj = register_module("v_proj", Linear(LinearOptions(d, d).dtype(config_.weight_dtype)));
+    out_proj = register_module("out_proj", Linear(LinearOptions(d, d).dtype(config_.weight_dtype)));
     attn_dropout = register_module("attn_dropout", TracedDropout(config_.attn_pdrop));
     resid_dropout = register_module("resid_dropout", TracedDropout(config_.resid_pdrop));
   }
@@ -146,22 +146,24 @@ class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
       const auto turned = apply_rotary(t.slice(-1, 0, config_.rotary_dim), positions);
       return torch::cat({turned, t.slice(-1, config_.rotary_dim)}, -1).transpose(1, 2);
     };
-    auto q = rotate(split(q_proj(x))), k = rotate(split(k_proj(x)));
-    auto v = split(v_proj(x)).transpose(1, 2);
+    auto q = rotate(split(q_proj(x))), k = rotate(split(k_proj(x)));  // [batch, heads, tokens, head_dim]
+    auto v = split(v_proj(x)).transpose(1, 2);                        // [batch, heads, tokens, head_dim]
     if (cache) {
       auto &past_k = cache->keys.at(layer_idx_), &past_v = cache->values.at(layer_idx_);
       if (past_k.defined()) {
         k = torch::cat({past_k, k}, 2);
         v = torch::cat({past_v, v}, 2);
       }
-      past_k = k;
+      past_k = k;  // [batch, heads, past + tokens, head_dim]
       past_v = v;
     }
+    // [batch, heads, tokens, past + tokens], in float32 as Hugging Face computes it
     auto scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-2, -1));
     if (mask.defined()) scores = scores.masked_fill(mask, std::numeric_limits<float>::lowest());
     scores = scores / std::sqrt(static_cast<double>(head_dim));
     const auto probs = attn_dropout(torch::softmax(scores, -1).to(v.scalar_type()));
-    return resid_dropout(out_proj(torch::matmul(probs, v).transpose(1, 2).reshape({batch, tokens, width})));
+    const auto y = torch::matmul(probs, v).transpose(1, 2).reshape({batch, tokens, width});  // heads side by side
+    return resid_dropout(out_proj(y));
   }
 
   Linear q_proj{nullptr};                ///< Queries.
@@ -185,11 +187,11 @@ class GPTJMLPImpl : public torch::nn::Cloneable<GPTJMLPImpl> {
   explicit GPTJMLPImpl(const GPTJConfig& config) : config_(config) { reset(); }
   /// Registers the submodules.
   void reset() override {
-    fc_in =
-        register_module("fc_in", Linear(config_.n_embd, config_.inner(), true, torch::Tensor(), config_.weight_dtype));
+    fc_in = register_module(
+        "fc_in", Linear(LinearOptions(config_.n_embd, config_.inner()).bias(true).dtype(config_.weight_dtype)));
     act = register_module("act", Activation(config_.activation_function));
-    fc_out =
-        register_module("fc_out", Linear(config_.inner(), config_.n_embd, true, torch::Tensor(), config_.weight_dtype));
+    fc_out = register_module(
+        "fc_out", Linear(LinearOptions(config_.inner(), config_.n_embd).bias(true).dtype(config_.weight_dtype)));
     dropout = register_module("dropout", TracedDropout(config_.resid_pdrop));
   }
   /// dropout(fc_out(act(fc_in(x)))).
@@ -281,8 +283,8 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   /// Registers the submodules.
   void reset() override {
     transformer = register_module("transformer", GPTJModel(config));
-    lm_head = register_module("lm_head",
-                              Linear(config.n_embd, config.vocab_size, true, torch::Tensor(), config.weight_dtype));
+    lm_head = register_module(
+        "lm_head", Linear(LinearOptions(config.n_embd, config.vocab_size).bias(true).dtype(config.weight_dtype)));
   }
   /// Logits [batch, tokens, vocab], float32.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache) override {

@@ -8,9 +8,7 @@
 #include <torch/torch.h>
 
 #include <baukit/hook.hpp>
-#include <baukit/models/onednn_linear.hpp>
-#include <baukit/models/skinny_matmul.hpp>
-#include <optional>
+#include <baukit/kernels/linear.hpp>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -35,11 +33,7 @@ class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
     if (x.dim() < 1 || x.size(-1) != in_features_)
       throw std::invalid_argument(fmt::format("Conv1D: input of shape {} has last dimension {}, expected {}",
                                               fmt::join(x.sizes(), "x"), x.dim() ? x.size(-1) : 0, in_features_));
-    auto shape = x.sizes().vec();
-    shape.back() = out_features_;
-    const auto rows = x.reshape({-1, in_features_});
-    auto product = skinny_addmm(bias, rows, weight);  // a short prompt or one generated token: weight-bound
-    return (product ? *product : torch::addmm(bias, rows, weight)).view(shape);
+    return kernels::linear(x, weight, bias, kernels::WeightLayout::in_out);
   }
   /// Prints `Conv1D(in=..., out=...)`.
   void pretty_print(std::ostream& stream) const override {
@@ -55,58 +49,53 @@ class Conv1DImpl : public torch::nn::Cloneable<Conv1DImpl> {
 /// Traceable holder of `Conv1DImpl`.
 BAUKIT_TRACED_MODULE(Conv1D);
 
+/// What a `Linear` layer is, with fluent setters as libtorch's `LinearOptions`:
+/// `LinearOptions(4096, 4096).bias(true).dtype(torch::kFloat16)`.
+struct LinearOptions {
+  /// A layer from `in_features` to `out_features`.
+  LinearOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
+  /// Width of the input.
+  TORCH_ARG(int64_t, in_features);
+  /// Width of the output.
+  TORCH_ARG(int64_t, out_features);
+  /// Whether the layer adds a bias [out].
+  TORCH_ARG(bool, bias) = false;
+  /// A tensor [out, in] to share as the weight (Hugging Face's tied `lm_head`); undefined: a weight of its own.
+  TORCH_ARG(torch::Tensor, tied_weight) = {};
+  /// How the weights are stored (F16 or BF16 stay memory-mapped from a checkpoint; computed in the input's dtype).
+  TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat32;
+};
+
 /// A linear layer `x @ weight.T (+ bias)` whose weight is left uninitialised or is tied to a given tensor (the
 /// same parameter, as Hugging Face ties `lm_head` to the token embedding).
 class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
  public:
-  /// A layer from `in_features` to `out_features`; `tied_weight` [out, in], when defined, is shared. Weights are
-  /// stored as `dtype` (e.g. F16, memory-mapped from a checkpoint) and computed in the input's dtype.
-  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = false, torch::Tensor tied_weight = {},
-             torch::ScalarType dtype = torch::kFloat32)
-      : in_features_(in_features),
-        out_features_(out_features),
-        with_bias_(with_bias),
-        tied_(std::move(tied_weight)),
-        dtype_(dtype) {
-    reset();
-  }
+  /// A layer from `in_features` to `out_features`, without bias, stored as float32.
+  LinearImpl(int64_t in_features, int64_t out_features) : LinearImpl(LinearOptions(in_features, out_features)) {}
+  /// A layer as `options` describe it.
+  explicit LinearImpl(LinearOptions options) : options(std::move(options)) { reset(); }
   /// Registers `weight` [out, in] (the tied tensor when given) and, if asked for, `bias` [out].
   void reset() override {
-    const auto options = torch::TensorOptions().dtype(dtype_);
-    weight =
-        register_parameter("weight", tied_.defined() ? tied_ : torch::empty({out_features_, in_features_}, options));
-    if (with_bias_) bias = register_parameter("bias", torch::empty({out_features_}, options));
+    const auto tensor = torch::TensorOptions().dtype(options.dtype());
+    const int64_t in = options.in_features(), out = options.out_features();
+    weight = register_parameter(
+        "weight", options.tied_weight().defined() ? options.tied_weight() : torch::empty({out, in}, tensor));
+    if (options.bias()) bias = register_parameter("bias", torch::empty({out}, tensor));
   }
   /// x @ weight.T + bias, with stored weights upcast to x's dtype for the call (a no-op when they match).
   torch::Tensor forward(const torch::Tensor& x) {
-    // A few rows are bound by weight bytes: the skinny kernels. Many rows are compute-bound: libtorch's BLAS,
-    // unless it runs generic kernels on this CPU. (A wrong width goes to torch::linear, whose error names it.)
-    std::optional<torch::Tensor> product;
-    if (x.dim() >= 1 && x.size(-1) == in_features_) {
-      const auto rows = x.reshape({-1, in_features_});
-      product = rows.size(0) <= kSkinnyMaxRows ? skinny_linear(rows, weight, bias)
-                : blas_runs_generic_kernels()  ? onednn_linear(rows, weight, bias)
-                                               : std::nullopt;
-    }
-    if (!product) return torch::linear(x, weight.to(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
-    auto shape = x.sizes().vec();
-    shape.back() = out_features_;
-    return product->view(shape);
+    return kernels::linear(x, weight, bias, kernels::WeightLayout::out_in);
   }
   /// Prints `Linear(in=..., out=..., bias=...)`.
   void pretty_print(std::ostream& stream) const override {
-    stream << "Linear(in=" << in_features_ << ", out=" << out_features_ << ", bias=" << (with_bias_ ? "true" : "false")
-           << (tied_.defined() ? ", tied" : "") << ")";
+    stream << "Linear(in=" << options.in_features() << ", out=" << options.out_features()
+           << ", bias=" << (options.bias() ? "true" : "false") << (options.tied_weight().defined() ? ", tied" : "")
+           << ")";
   }
 
-  torch::Tensor weight;  ///< [out, in]
-  torch::Tensor bias;    ///< [out], undefined without bias
-
- private:
-  int64_t in_features_, out_features_;
-  bool with_bias_;
-  torch::Tensor tied_;
-  torch::ScalarType dtype_;
+  LinearOptions options;  ///< What the layer is.
+  torch::Tensor weight;   ///< [out, in]
+  torch::Tensor bias;     ///< [out], undefined without bias
 };
 /// Traceable holder of `LinearImpl`.
 BAUKIT_TRACED_MODULE(Linear);

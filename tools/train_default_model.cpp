@@ -1,7 +1,7 @@
 // Trains baukit-cpp's default model: a small GPT-2 (real GPT-2 vocabulary and tokenizer) that has learned a
 // table of well-known facts in several phrasings, so that the logit lens shows answers emerging in its middle
 // layers. Deterministic for a given --seed. Run (a few minutes on 2 cores):
-//   build/examples/train-default-model --out models/default
+//   build/tools/train-default-model --out models/default
 //
 // The corpus: each fact (models/default/facts.tsv) in every phrasing of its relation, plus distractor
 // sentences. For every fourth fact, one answer-final phrasing is held out of training; the model must still

@@ -1,6 +1,6 @@
 // Evaluates the default model (or any checkpoint trained on the same corpus): the Space Needle prompt and every
 // held-out phrasing, with the answer's final probability and the first layer where the lens shows it top-1.
-//   build/examples/evaluate-default-model [MODEL_DIR]      (writes MODEL_DIR/report.md)
+//   build/tools/evaluate-default-model [MODEL_DIR]      (writes MODEL_DIR/report.md)
 #include <iostream>
 
 #include "default_model/corpus.hpp"

@@ -16,8 +16,20 @@ namespace {
 
 namespace fs = std::filesystem;
 
+#ifndef BAUKIT_INSTALLED_MODEL
+#define BAUKIT_INSTALLED_MODEL "../share/baukit/models/default"
+#endif
+
+// The embedded default model: $BAUKIT_DEFAULT_MODEL, else the one installed beside this program
+// (<prefix>/share/baukit/models/default for <prefix>/bin/baukit-lens), else the source tree it was built from.
 fs::path default_model() {
   if (const char* env = std::getenv("BAUKIT_DEFAULT_MODEL")) return env;
+  std::error_code error;
+  const auto self = fs::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const auto installed = (self.parent_path() / BAUKIT_INSTALLED_MODEL).lexically_normal();
+    if (fs::exists(installed / "config.json", error)) return installed;
+  }
   return fs::path(BAUKIT_SOURCE_DIR) / "models" / "default";
 }
 
@@ -93,6 +105,11 @@ int main(int argc, char** argv) {
 
   Progress progress;
   try {
+    if (!app.count("--model") && !fs::exists(model_dir / "config.json"))
+      throw std::invalid_argument(fmt::format(
+          "no --model given, and the embedded default model is not at {} (installed, it is <prefix>/share/baukit/"
+          "models/default beside <prefix>/bin/baukit-lens; or set BAUKIT_DEFAULT_MODEL)",
+          model_dir.string()));
     if (app.count("--target") && target.empty())
       throw std::invalid_argument("--target: the token is empty; give one token, e.g. \" Seattle\"");
     if (!prompt_file.empty()) prompt = read_prompt(prompt_file);
@@ -105,10 +122,10 @@ int main(int argc, char** argv) {
       json_file.emplace(json_out);
     }
     torch::set_num_threads(threads);
-    if (const auto kernels = baukit::models::use_openblas_kernels_for_this_cpu(); !kernels.empty())
+    if (const auto kernels = baukit::kernels::use_openblas_kernels_for_this_cpu(); !kernels.empty())
       std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
                 << " kernels\n";
-    else if (baukit::models::blas_runs_generic_kernels())
+    else if (baukit::kernels::blas_runs_generic_kernels())
       std::cerr << "note: libtorch's OpenBLAS runs generic kernels on this CPU (OPENBLAS_VERBOSE=2 names them); the "
                    "lens decode uses oneDNN instead\n";
     if (device_name == "cuda" && !torch::cuda::is_available())

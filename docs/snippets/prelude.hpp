@@ -1,0 +1,25 @@
+// What the documentation's code blocks may use without declaring it. They are compiled, never run, so the names
+// are only declared (the object file is not linked).
+#pragma once
+
+#include <baukit/baukit.hpp>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace io = baukit::io;
+using namespace baukit::models;  // the family guide names GPTJConfig, LensLayout, KVCache, ... as a family file does
+
+namespace snippet_names {
+extern baukit::models::GPT2LMHeadModel model;   // a model: `*model` is a module and a CausalLM
+extern const baukit::Tokenizer tok, tokenizer;  // a tokenizer
+extern torch::Tensor ids, input_ids;            // [batch, tokens] token ids
+extern torch::Tensor x, weight, bias, hidden_states;
+extern int64_t width;
+extern std::string text, page_html, prompt, pickle_bytes;
+extern std::filesystem::path dir, directory;
+extern baukit::io::Unpickler::StorageLoader load_storage;
+extern baukit::models::ConfigFile file;
+}  // namespace snippet_names
+using namespace snippet_names;
