@@ -445,3 +445,53 @@ TEST_CASE("Errors inside a traced forward name the layer and the edit; output<T>
   CHECK_THROWS_WITH(tr.output<int64_t>(),
                     Catch::Contains("the output of layer 'act' is a Tensor, which does not convert to long"));
 }
+
+TEST_CASE("edit_input changes what a module receives: head ablation on GPT-2, attention patterns", "[trace][edit]") {
+  auto model = baukit::models::GPT2LMHeadModel::from_pretrained(baukit_tests::kFixtures / "gpt2-tiny");
+  torch::NoGradGuard no_grad;
+  const auto ids = torch::tensor({int64_t{464}, int64_t{4687}, int64_t{48190}}, torch::kLong).unsqueeze(0);
+  const int64_t heads = model->config.n_head, width = model->config.n_embd, head_dim = width / heads;
+  const auto plain = model->forward(ids, {}, nullptr);
+  {
+    // Head 1 of block 0 ablated: its slice of c_proj's input (the heads side by side) is zero.
+    baukit::Trace ablate(model, "transformer.h.0.attn.c_proj",
+                         baukit::TraceOptions().retain_input(true).edit_input([&](torch::Tensor x) {
+                           auto edited = x.clone();
+                           edited.slice(-1, head_dim, 2 * head_dim).zero_();
+                           return edited;
+                         }));
+    const auto ablated = model->forward(ids, {}, nullptr);
+    const auto received = ablate.input();
+    CHECK(received.slice(-1, head_dim, 2 * head_dim).abs().max().item<float>() == 0);
+    CHECK(received.slice(-1, 0, head_dim).abs().max().item<float>() > 0);
+    auto& c_proj = model->transformer->h[0]->as<baukit::models::GPT2Block::Impl>()->attn->c_proj;
+    const auto expected = torch::addmm(c_proj->bias, received.reshape({-1, width}), c_proj->weight);
+    CHECK(torch::allclose(ablate.output().reshape({-1, width}), expected, 1e-5, 1e-5));
+    CHECK_FALSE(torch::allclose(ablated, plain));
+  }
+  CHECK(torch::equal(model->forward(ids, {}, nullptr), plain));  // the edit is gone with the trace
+  {
+    // In place, on all arguments (a block's x, mask and cache): the cache pointer passes through untouched.
+    baukit::Trace doubled(model, "transformer.h.1", baukit::TraceOptions().edit_input([](torch::IValue inputs) {
+      auto items = inputs.toTupleRef().elements().vec();
+      items[0] = items[0].toTensor() * 2;
+      return torch::ivalue::Tuple::create(std::move(items));
+    }));
+    baukit::Trace after(model, "transformer.h.1", baukit::TraceOptions().retain_input(true));
+    model->forward(ids, {}, nullptr);
+    CHECK(after.has_run());
+  }
+  // Attention patterns: what attn_dropout (an identity in eval mode) gives out are the attention probabilities.
+  baukit::Trace pattern(model, "transformer.h.0.attn.attn_dropout");
+  model->forward(ids, {}, nullptr);
+  CHECK(pattern.output().sizes() == torch::IntArrayRef({1, heads, 3, 3}));
+  CHECK(torch::allclose(pattern.output().sum(-1), torch::ones({1, heads, 3})));
+  CHECK(pattern.output()[0][0][0][1].item<float>() == 0);  // causal: the first query sees only itself
+  // A module whose own forward runs only output hooks cannot edit inputs; a wrong shape is refused by name.
+  Toy toy;
+  CHECK_THROWS_WITH(baukit::Trace(toy, "", baukit::TraceOptions().edit_input([](torch::Tensor x) { return x; })),
+                    Catch::Contains("runs only output hooks"));
+  baukit::Trace wrong(model, "transformer.h.0.mlp",
+                      baukit::TraceOptions().edit_input([](torch::Tensor x) { return x.sum(-1); }));
+  CHECK_THROWS_WITH(model->forward(ids, {}, nullptr), Catch::Contains("edit_input of layer 'transformer.h.0.mlp'"));
+}

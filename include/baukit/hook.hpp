@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -23,6 +24,10 @@ namespace baukit {
 /// A forward hook: receives the forward's arguments (a tuple; arguments that are not IValue-convertible
 /// appear as None) and its output, and returns the output the caller will see.
 using ForwardHook = std::function<torch::IValue(const torch::IValue& inputs, torch::IValue output)>;
+
+/// An input hook: receives the forward's arguments (a tuple, as for `ForwardHook`) before the module computes,
+/// and returns the arguments it will compute with (the same tuple shape; None entries are left as they were).
+using InputHook = std::function<torch::IValue(torch::IValue inputs)>;
 
 namespace detail {
 
@@ -81,18 +86,22 @@ class Hookable {
   }
 
   /// Detaches the hook `id`; returns false when it is not attached.
-  bool remove_forward_hook(HookId id) noexcept {
-    for (auto it = hooks_.begin(); it != hooks_.end(); ++it) {
-      if (it->first == id) {
-        hooks_.erase(it);
-        return true;
-      }
-    }
-    return false;
-  }
+  bool remove_forward_hook(HookId id) noexcept { return remove(hooks_, id); }
 
   /// The number of hooks attached now.
-  [[nodiscard]] std::size_t num_forward_hooks() const noexcept { return hooks_.size(); }
+  [[nodiscard]] std::size_t num_forward_hooks() const noexcept { return hooks_.size() + input_hooks_.size(); }
+
+  /// Whether this module runs input hooks (`Traced<Impl>` does; a module's own `apply_forward_hooks` does not).
+  [[nodiscard]] virtual bool runs_input_hooks() const noexcept { return false; }
+
+  /// Attaches an input hook, run before the module computes, in attach order; see `InputHook`.
+  HookId add_input_hook(InputHook hook) {
+    input_hooks_.emplace_back(next_id_, std::move(hook));
+    return next_id_++;
+  }
+
+  /// Detaches the input hook `id`; returns false when it is not attached.
+  bool remove_input_hook(HookId id) noexcept { return remove(input_hooks_, id); }
 
  protected:
   /// Runs the attached hooks on `output`, with `inputs` as the forward's arguments, and returns the
@@ -112,11 +121,32 @@ class Hookable {
     return output;
   }
 
+  /// Runs the input hooks on the arguments.
+  torch::IValue run_input_hooks(torch::IValue inputs) {
+    const auto hooks = input_hooks_;
+    for (const auto& [id, hook] : hooks) inputs = hook(std::move(inputs));
+    return inputs;
+  }
+
   /// True when at least one hook is attached.
   [[nodiscard]] bool has_forward_hooks() const noexcept { return !hooks_.empty(); }
+  /// True when at least one input hook is attached.
+  [[nodiscard]] bool has_input_hooks() const noexcept { return !input_hooks_.empty(); }
 
  private:
+  template <class Hook>
+  static bool remove(std::vector<std::pair<HookId, Hook>>& hooks, HookId id) noexcept {
+    for (auto it = hooks.begin(); it != hooks.end(); ++it) {
+      if (it->first == id) {
+        hooks.erase(it);
+        return true;
+      }
+    }
+    return false;
+  }
+
   std::vector<std::pair<HookId, ForwardHook>> hooks_;
+  std::vector<std::pair<HookId, InputHook>> input_hooks_;
   HookId next_id_ = 1;
 };
 
@@ -134,12 +164,39 @@ class TracedForward<Impl, Result (Class::*)(Args...)> : public Impl, public Hook
   /// Copies `module`'s own members (and, where `Module` is a plain base, that too).
   explicit TracedForward(const Impl& module) : Impl(module) {}
 
-  /// The wrapped module's forward, with hooks run on its result.
+  /// The wrapped module's forward, with input hooks run on its arguments and hooks run on its result.
   Result forward(Args... args) {
+    if (has_input_hooks()) return forward_edited(std::index_sequence_for<Args...>{}, std::forward<Args>(args)...);
     if (!has_forward_hooks()) return Impl::forward(std::forward<Args>(args)...);
     auto inputs = torch::ivalue::Tuple::create({detail::to_ivalue(args)...});
     auto output = detail::to_ivalue(Impl::forward(std::forward<Args>(args)...));
     return detail::from_ivalue<Result>(run_hooks(inputs, std::move(output)));
+  }
+
+  /// True: the wrapper runs input hooks.
+  [[nodiscard]] bool runs_input_hooks() const noexcept override { return true; }
+
+ private:
+  // The arguments as the input hooks leave them (each one that has an IValue form), then the forward on those.
+  template <std::size_t... I>
+  Result forward_edited(std::index_sequence<I...>, Args... args) {
+    const auto edited = run_input_hooks(torch::ivalue::Tuple::create({detail::to_ivalue(args)...}));
+    if (!edited.isTuple() || edited.toTupleRef().elements().size() != sizeof...(Args))
+      throw std::invalid_argument("baukit: an input hook must return the tuple of the forward's arguments");
+    std::tuple<std::decay_t<Args>...> values(args...);
+    const auto& items = edited.toTupleRef().elements();
+    ((std::get<I>(values) = take_argument<std::decay_t<Args>>(items[I], std::get<I>(values))), ...);
+    auto output = detail::to_ivalue(Impl::forward(std::forward<Args>(std::get<I>(values))...));
+    if (!has_forward_hooks()) return detail::from_ivalue<Result>(std::move(output));
+    return detail::from_ivalue<Result>(run_hooks(edited, std::move(output)));
+  }
+
+  template <class T>
+  static T take_argument(const torch::IValue& edited, const T& original) {
+    if constexpr (std::is_pointer_v<T> || !std::is_constructible_v<torch::IValue, const T&>)
+      return original;  // no IValue form: passed through as it was
+    else
+      return edited.isNone() && !detail::to_ivalue(original).isNone() ? original : detail::from_ivalue<T>(edited);
   }
 };
 

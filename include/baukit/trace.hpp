@@ -60,6 +60,9 @@ bool run_until_stop(Forward&& forward) {
 using EditOutput =
     std::function<torch::IValue(torch::IValue output, const std::string& layer, const torch::IValue& inputs)>;
 
+/// An input editor, normalised: (the forward's arguments as a tuple, layer name) -> the arguments to compute with.
+using EditInput = std::function<torch::IValue(torch::IValue inputs, const std::string& layer)>;
+
 namespace detail {
 
 /// Copies every tensor inside `value` (tensors, tuples, lists, dicts; other values pass through).
@@ -220,6 +223,53 @@ torch::nn::Module& module_of(Model& model) {
   }
 }
 
+/// Turns any supported input editor into an `EditInput`: `(in)` or `(in, layer)`, where `in` is a `torch::Tensor`
+/// (the first tensor argument) or a `torch::IValue` (the tuple of all arguments), returning the new value or
+/// nothing after editing in place.
+template <class Edit>
+EditInput make_edit_input(Edit edit) {
+  return [edit = std::move(edit)](torch::IValue inputs, const std::string& layer) mutable -> torch::IValue {
+    auto call = [&](auto&& value) {
+      if constexpr (std::is_invocable_v<Edit&, decltype(value), const std::string&>)
+        return edit(std::forward<decltype(value)>(value), layer);
+      else
+        return edit(std::forward<decltype(value)>(value));
+    };
+    if constexpr (std::is_invocable_v<Edit&, torch::IValue, const std::string&> ||
+                  std::is_invocable_v<Edit&, torch::IValue>) {
+      if constexpr (std::is_void_v<decltype(call(inputs))>) {
+        call(inputs);
+        return inputs;
+      } else {
+        return torch::IValue(call(std::move(inputs)));
+      }
+    } else {
+      static_assert(
+          std::is_invocable_v<Edit&, torch::Tensor&, const std::string&> || std::is_invocable_v<Edit&, torch::Tensor&>,
+          "edit_input takes a callable (input) or (input, layer), where input is torch::Tensor (the first "
+          "tensor argument) or torch::IValue (all arguments)");
+      torch::Tensor tensor = first_tensor(inputs);
+      if (!tensor.defined())
+        throw std::runtime_error(
+            fmt::format("baukit: edit_input for layer '{}' takes a tensor, but the layer's "
+                        "arguments hold none",
+                        layer));
+      if constexpr (std::is_void_v<decltype(call(tensor))>) {
+        call(tensor);  // edits in place
+        return inputs;
+      } else {
+        torch::Tensor edited = call(tensor);
+        if (!edited.defined() || edited.scalar_type() != tensor.scalar_type() || edited.device() != tensor.device() ||
+            edited.sizes() != tensor.sizes())
+          throw std::invalid_argument(fmt::format(
+              "baukit: edit_input of layer '{}' must return the input's dtype, device and shape ({} [{}] on {})", layer,
+              c10::toString(tensor.scalar_type()), fmt::join(tensor.sizes(), ", "), tensor.device().str()));
+        return replace_first_tensor(inputs, edited);
+      }
+    }
+  };
+}
+
 }  // namespace detail
 
 /// What a trace does at its layer. Setters chain, as libtorch's options do:
@@ -236,6 +286,10 @@ torch::nn::Module& module_of(Model& model) {
 /// - `edit_output`: a callable that replaces the layer's output: `(out)`, `(out, layer)` or
 ///   `(out, layer, inputs)`, where `out` is a `torch::Tensor` (the output, or its first tensor) or a
 ///   `torch::IValue` (the whole output); it returns the new output, or nothing after editing in place.
+/// - `edit_input`: a callable that replaces what the layer receives, before it computes: `(in)` or `(in, layer)`,
+///   where `in` is a `torch::Tensor` (the first tensor argument) or a `torch::IValue` (the tuple of all arguments);
+///   it returns the new value, or nothing after editing in place. Needs a module held as `Traced<Impl>` (every
+///   model module is); `retain_input` keeps the edited input.
 /// - `stop`: throw `StopForward` once this layer has run (for a `TraceDict`, after the last listed layer).
 /// - `allow_no_match`: a `TraceDict` given a regex may match no module (otherwise that is an error listing some
 ///   module names: Python habits such as `h\.\d+$` match nothing under `regex_match`, which needs the whole name).
@@ -265,8 +319,18 @@ struct TraceOptions {
   /// The output editor, empty when none is set.
   [[nodiscard]] const EditOutput& edit_output() const noexcept { return edit_output_; }
 
+  /// Sets the input editor; see the struct's description for the forms accepted.
+  template <class Edit>
+  TraceOptions& edit_input(Edit edit) {
+    edit_input_ = detail::make_edit_input(std::move(edit));
+    return *this;
+  }
+  /// The input editor, empty when none is set.
+  [[nodiscard]] const EditInput& edit_input() const noexcept { return edit_input_; }
+
  private:
   EditOutput edit_output_;
+  EditInput edit_input_;
 };
 
 /// Retains (or edits) the inputs and output of one named module while it lives; detaches on destruction.
@@ -312,6 +376,7 @@ class Trace {
   void close() noexcept {
     if (state_ && state_->target) {
       state_->target->remove_forward_hook(state_->hook_id);
+      if (state_->input_hook_id) state_->target->remove_input_hook(state_->input_hook_id);
       state_->target = nullptr;
       state_->keep_alive.reset();
     }
@@ -342,7 +407,7 @@ class Trace {
     TraceOptions options;
     Hookable* target = nullptr;
     std::shared_ptr<torch::nn::Module> keep_alive;
-    Hookable::HookId hook_id = 0;
+    Hookable::HookId hook_id = 0, input_hook_id = 0;
     torch::IValue input, output;
     std::size_t calls = 0;
   };
@@ -381,6 +446,22 @@ class Trace {
     state_->options = std::move(options);
     state_->keep_alive = std::move(target.module);
     State* state = state_.get();  // stable across moves of the Trace
+    if (state_->options.edit_input()) {
+      if (!target.hookable->runs_input_hooks())
+        throw std::invalid_argument(
+            fmt::format("baukit: edit_input on '{}': the module runs only output hooks (its own forward calls "
+                        "apply_forward_hooks); hold it as baukit::Traced<...> (BAUKIT_TRACED_MODULE) to edit its input",
+                        layer));
+      state_->input_hook_id = target.hookable->add_input_hook([state](torch::IValue inputs) {
+        try {
+          return state->options.edit_input()(std::move(inputs), state->layer);
+        } catch (const c10::Error& e) {
+          const std::string what = e.what();
+          throw std::runtime_error(fmt::format("baukit: edit_input of layer '{}' failed: {}", state->layer,
+                                               what.substr(0, what.find('\n'))));
+        }
+      });
+    }
     state_->hook_id = target.hookable->add_forward_hook([state](const torch::IValue& inputs, torch::IValue output) {
       return on_forward(*state, inputs, std::move(output));
     });
