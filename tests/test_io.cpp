@@ -305,6 +305,10 @@ TEST_CASE("Outputs: regular files are replaced atomically, devices and FIFOs wri
     const auto null = char_device(dir, "null", 3), full = char_device(dir, "full", 7);
     write(null, std::string(1 << 20, 'x'));
     CHECK(is_char_device(null));
+    fs::create_symlink(fs::absolute(null), dir / "link-to-null");  // as /dev/stdout links to a terminal or pipe
+    write(dir / "link-to-null", "through the link");
+    CHECK(fs::is_symlink(dir / "link-to-null"));
+    CHECK(is_char_device(null));
     CHECK_THROWS_WITH(write(full, "x"), Catch::Contains(full.string()) && Catch::Contains("No space left"));
     CHECK(is_char_device(full));
   }

@@ -437,6 +437,10 @@ TEST_CASE("baukit-lens: prompts from a file or standard input, outputs to device
   const auto null = char_device(dir, "null", 3), full = char_device(dir, "full", 7);
   CHECK(run(lens_command(tiny, "x", null, "--json " + quoted(null.string()))).status == 0);
   CHECK(is_char_device(null));
+  // --json /dev/stdout into a pipe: the JSON comes out of the pipe.
+  const auto piped = run(lens_command(tiny, "x", null, "--json /dev/stdout") + " 2>/dev/null | head -c 2");
+  CHECK(piped.status == 0);
+  CHECK(piped.output == "{\"");  // the JSON alone: the notes went to stderr
   write_bytes(dir / "kept.html", "previous page");
   fails_with(lens_command(tiny, "x", dir / "kept.html", "--json " + quoted(full.string())), "No space left");
   CHECK(is_char_device(full));

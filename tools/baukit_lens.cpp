@@ -205,9 +205,12 @@ int main(int argc, char** argv) {
       page_file.commit();
     }
     phases["page"] = seconds_since(start);
-    std::cout << "wrote " << fs::absolute(out).string() << "\n";
-    if (json_file) std::cout << "wrote " << fs::absolute(json_out).string() << "\n";
-    if (timings) std::cout << "timings: " << phases.dump() << "\n";
+    // With an output written through (--json /dev/stdout | jq), the notes go to stderr, out of its way.
+    std::ostream& notes =
+        page_file.written_through() || (json_file && json_file->written_through()) ? std::cerr : std::cout;
+    notes << "wrote " << fs::absolute(out).string() << "\n";
+    if (json_file) notes << "wrote " << fs::absolute(json_out).string() << "\n";
+    if (timings) notes << "timings: " << phases.dump() << "\n";
   } catch (const std::exception& e) {
     progress.step("", false);
     std::cerr << "baukit-lens: error: " << e.what() << "\n";

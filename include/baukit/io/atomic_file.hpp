@@ -101,26 +101,25 @@ class OutputFile {
   explicit OutputFile(const std::filesystem::path& path) : path_(path) {
     namespace fs = std::filesystem;
     std::error_code error;
-    const auto status = fs::symlink_status(path, error);
-    if (fs::is_symlink(status)) {
-      if (!fs::exists(path, error))
-        fail(fmt::format("is a symbolic link to '{}', which does not exist", fs::read_symlink(path, error).string()));
-      target_ = fs::canonical(path, error);
-      if (error) fail("cannot resolve the symbolic link: " + error.message());
-    } else {
-      target_ = path;
-    }
     struct stat info {};
-    if (::stat(target_.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    const bool exists = ::stat(path.c_str(), &info) == 0;  // follows symbolic links (/dev/stdout to a pipe, ...)
+    if (exists && !S_ISREG(info.st_mode)) {
       if (!S_ISCHR(info.st_mode) && !S_ISFIFO(info.st_mode))
         fail(fmt::format("is {}; an output must be a regular file, a new path, a character device or a FIFO",
                          describe_file_type(info.st_mode)));
       through_ = true;
-      fd_ = ::open(target_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO without a reader: ENXIO
+      fd_ = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO without a reader: ENXIO
       if (fd_ < 0)
         fail(errno == ENXIO ? std::string("is a FIFO that nothing reads") : "cannot open: " + errno_text(errno));
       ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) & ~O_NONBLOCK);
     } else {
+      target_ = path;
+      if (fs::is_symlink(fs::symlink_status(path, error))) {  // replace what the link names, not the link
+        if (!exists)
+          fail(fmt::format("is a symbolic link to '{}', which does not exist", fs::read_symlink(path, error).string()));
+        target_ = fs::canonical(path, error);
+        if (error) fail("cannot resolve the symbolic link: " + error.message());
+      }
       static std::atomic<unsigned> counter{0};
       temporary_ = target_.string() + fmt::format(".tmp-{}-{}", ::getpid(), counter++);
       fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
