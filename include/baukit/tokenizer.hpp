@@ -139,7 +139,7 @@ class Tokenizer {
           fmt::format("{}: token '{}' has the id {}, beyond the model's vocab_size of {} "
                       "(config.json): the tokenizer belongs to another model",
                       known ? sources_[source_of_[index]].string() : std::string("tokenizer"),
-                      known ? tokens_as_written_[index] : std::string("?"), id, model_vocab_size));
+                      known ? token_as_written(id) : std::string("?"), id, model_vocab_size));
     }
   }
 
@@ -252,8 +252,15 @@ class Tokenizer {
     if (sources_.empty() || sources_.back() != path) sources_.push_back(path);
     if (source_of_.size() <= index) source_of_.resize(index + 1, 0);
     source_of_[index] = static_cast<std::uint8_t>(sources_.size() - 1);
-    tokens_as_written_.resize(id_to_bytes_.size());
-    tokens_as_written_[index] = token;
+  }
+
+  /// The token of `id` as its file writes it (byte-level tokens in their unicode form), for messages.
+  [[nodiscard]] std::string token_as_written(int64_t id) const {
+    for (const auto& [token, token_id] : token_ids_)
+      if (token_id == id) return token;
+    for (const auto& [token, token_id] : special_ids_)
+      if (token_id == id) return token;
+    return decode(id);
   }
 
   void read_vocab(const std::filesystem::path& path) {
@@ -435,10 +442,9 @@ class Tokenizer {
 
   std::vector<std::string> id_to_bytes_;
   std::vector<bool> known_;
-  // For messages: the files read, the file each id came from, and each token as its file writes it.
+  // For messages: the files read, and the file each id came from.
   std::vector<std::filesystem::path> sources_;
   std::vector<std::uint8_t> source_of_;
-  std::vector<std::string> tokens_as_written_;
   /// Hashes `std::string` and `std::string_view` alike, so that lookups need no temporary string.
   struct StringHash {
     using is_transparent = void;

@@ -27,6 +27,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -128,17 +129,32 @@ constexpr bool accepts_output =
     std::is_invocable_v<Edit&, Output, const std::string&> || std::is_invocable_v<Edit&, Output>;
 
 /// `edited` must have `original`'s dtype, device and shape: the rest of the forward is written for them, and
-/// would otherwise fail later with an error that names no layer.
-inline void check_edited(const torch::Tensor& original, const torch::Tensor& edited, const std::string& layer) {
+/// would otherwise fail later with an error that names no layer. `editor` is "edit_output" or "edit_input".
+inline void check_edited(const torch::Tensor& original, const torch::Tensor& edited, const std::string& layer,
+                         const char* editor) {
   if (!edited.defined())
-    throw std::invalid_argument(fmt::format("baukit: edit_output of layer '{}' returned an undefined tensor", layer));
+    throw std::invalid_argument(fmt::format("baukit: {} of layer '{}' returned an undefined tensor", editor, layer));
   if (edited.scalar_type() != original.scalar_type() || edited.device() != original.device() ||
       edited.sizes() != original.sizes())
     throw std::invalid_argument(fmt::format(
-        "baukit: edit_output of layer '{}' returned a {} tensor of shape [{}] on {}, but the layer gives {} of shape "
-        "[{}] on {}; return the same dtype, device and shape (e.g. `.to(output.dtype())`)",
-        layer, c10::toString(edited.scalar_type()), fmt::join(edited.sizes(), ", "), edited.device().str(),
-        c10::toString(original.scalar_type()), fmt::join(original.sizes(), ", "), original.device().str()));
+        "baukit: {} of layer '{}' returned a {} tensor of shape [{}] on {}, but the layer {} {} of shape [{}] on {}; "
+        "return the same dtype, device and shape (e.g. `.to(x.dtype())`)",
+        editor, layer, c10::toString(edited.scalar_type()), fmt::join(edited.sizes(), ", "), edited.device().str(),
+        std::string_view(editor) == "edit_input" ? "receives" : "gives", c10::toString(original.scalar_type()),
+        fmt::join(original.sizes(), ", "), original.device().str()));
+}
+
+/// Runs an editor, rethrowing libtorch's errors (which name no layer) with the editor and layer and the first line
+/// of libtorch's message.
+template <class Run>
+auto run_editor(const char* editor, const std::string& layer, Run&& run) {
+  try {
+    return std::forward<Run>(run)();
+  } catch (const c10::Error& e) {
+    const std::string what = e.what();
+    throw std::runtime_error(
+        fmt::format("baukit: {} of layer '{}' failed: {}", editor, layer, what.substr(0, what.find('\n'))));
+  }
 }
 
 /// Turns any supported editor into an `EditOutput`.
@@ -171,7 +187,7 @@ EditOutput make_edit_output(Edit edit) {
             return output;
           } else {
             torch::Tensor edited = invoke_edit(edit, tensor, layer, inputs);
-            check_edited(first_tensor(output), edited, layer);
+            check_edited(first_tensor(output), edited, layer, "edit_output");
             return output.isTensor() ? torch::IValue(edited) : replace_first_tensor(output, edited);
           }
         };
@@ -183,39 +199,43 @@ struct is_shared_ptr : std::false_type {};
 template <class T>
 struct is_shared_ptr<std::shared_ptr<T>> : std::true_type {};
 
+/// A libtorch holder (`torch::nn::ModuleHolder`), which a trace reaches through `ptr()`.
+template <class T>
+concept module_holder = requires(const T& m) {
+  typename T::ContainedType;
+  m.ptr();
+};
+
+/// Something with a `module()`, as `models::CausalLM`.
+template <class T>
+concept has_module = requires(T& m) {
+  m.module();
+};
+
 /// Whether a trace can attach to a `Model`: a libtorch holder, something with `module()` (a `CausalLM`), or a
 /// `std::shared_ptr` to one of those. A module itself binds to the `torch::nn::Module&` constructors, and a
 /// `std::shared_ptr` to a module to the "module itself" one.
 template <class Model>
 constexpr bool is_model_like() {
   using Plain = std::remove_cv_t<std::remove_reference_t<Model>>;
-  if constexpr (std::is_base_of_v<torch::nn::Module, Plain>) {
+  if constexpr (std::is_base_of_v<torch::nn::Module, Plain>)
     return false;
-  } else if constexpr (requires(const Plain& m) {
-                         typename Plain::ContainedType;
-                         m.ptr();
-                       }) {
-    return true;  // torch::nn::ModuleHolder
-  } else if constexpr (requires(Plain & m) { m.module(); }) {
+  else if constexpr (module_holder<Plain> || has_module<Plain>)
     return true;
-  } else if constexpr (is_shared_ptr<Plain>::value) {
+  else if constexpr (is_shared_ptr<Plain>::value)
     return !std::is_base_of_v<torch::nn::Module, typename Plain::element_type> &&
            is_model_like<typename Plain::element_type>();
-  } else {
+  else
     return false;
-  }
 }
 
 /// The module a trace attaches to, for anything `is_model_like` accepts.
 template <class Model>
 torch::nn::Module& module_of(Model& model) {
   using Plain = std::remove_cv_t<std::remove_reference_t<Model>>;
-  if constexpr (requires(const Plain& m) {
-                  typename Plain::ContainedType;
-                  m.ptr();
-                }) {
+  if constexpr (module_holder<Plain>) {
     return *model.ptr();
-  } else if constexpr (requires(Plain & m) { m.module(); }) {
+  } else if constexpr (has_module<Plain>) {
     return model.module();
   } else {
     if (!model) throw std::invalid_argument("baukit: a trace was given a null model");
@@ -259,11 +279,7 @@ EditInput make_edit_input(Edit edit) {
         return inputs;
       } else {
         torch::Tensor edited = call(tensor);
-        if (!edited.defined() || edited.scalar_type() != tensor.scalar_type() || edited.device() != tensor.device() ||
-            edited.sizes() != tensor.sizes())
-          throw std::invalid_argument(fmt::format(
-              "baukit: edit_input of layer '{}' must return the input's dtype, device and shape ({} [{}] on {})", layer,
-              c10::toString(tensor.scalar_type()), fmt::join(tensor.sizes(), ", "), tensor.device().str()));
+        check_edited(tensor, edited, layer, "edit_input");
         return replace_first_tensor(inputs, edited);
       }
     }
@@ -453,13 +469,8 @@ class Trace {
                         "apply_forward_hooks); hold it as baukit::Traced<...> (BAUKIT_TRACED_MODULE) to edit its input",
                         layer));
       state_->input_hook_id = target.hookable->add_input_hook([state](torch::IValue inputs) {
-        try {
-          return state->options.edit_input()(std::move(inputs), state->layer);
-        } catch (const c10::Error& e) {
-          const std::string what = e.what();
-          throw std::runtime_error(fmt::format("baukit: edit_input of layer '{}' failed: {}", state->layer,
-                                               what.substr(0, what.find('\n'))));
-        }
+        return detail::run_editor("edit_input", state->layer,
+                                  [&] { return state->options.edit_input()(std::move(inputs), state->layer); });
       });
     }
     state_->hook_id = target.hookable->add_forward_hook([state](const torch::IValue& inputs, torch::IValue output) {
@@ -485,15 +496,9 @@ class Trace {
     const TraceOptions& options = state.options;
     ++state.calls;
     if (options.retain_input()) state.input = copy_for_retention(inputs, options, false);
-    if (options.edit_output()) {
-      try {
-        output = options.edit_output()(std::move(output), state.layer, inputs);
-      } catch (const c10::Error& e) {  // libtorch's messages name no layer; keep the first line of it
-        const std::string what = e.what();
-        throw std::runtime_error(
-            fmt::format("baukit: edit_output of layer '{}' failed: {}", state.layer, what.substr(0, what.find('\n'))));
-      }
-    }
+    if (options.edit_output())
+      output = detail::run_editor("edit_output", state.layer,
+                                  [&] { return options.edit_output()(std::move(output), state.layer, inputs); });
     if (options.retain_output()) {
       state.output = copy_for_retention(output, options, options.retain_grad());
       // Continue from a copy of what was retained, so that its gradient is the one the model uses and

@@ -89,8 +89,7 @@ inline std::vector<TensorEntry> parse_safetensors(std::string_view file, const s
   if (file.size() < 8)
     throw CheckpointError(Kind::truncated, path,
                           fmt::format("{} bytes: too short for a safetensors header", file.size()));
-  std::uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(file[i]);
+  const std::uint64_t header_size = detail::read_le(file, 0, 8);
   if (header_size > kMaxSafetensorsHeader)
     throw CheckpointError(Kind::header, path,
                           fmt::format("header length {} exceeds the limit of {}", header_size, kMaxSafetensorsHeader));
@@ -224,9 +223,7 @@ class SafetensorsFile {
   /// Maps and validates `path`.
   explicit SafetensorsFile(const std::filesystem::path& path) : file_(MappedFile::open(path)) {
     entries_ = parse_safetensors(file_->bytes(), path, &metadata_);
-    std::uint64_t header_size = 0;
-    for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(file_->data()[i]);
-    data_ = file_->data() + 8 + header_size;
+    data_ = file_->data() + 8 + detail::read_le(file_->bytes(), 0, 8);
   }
 
   /// The tensors' entries, in header order.

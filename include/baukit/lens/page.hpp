@@ -12,7 +12,6 @@
 
 #include <fmt/format.h>
 
-#include <array>
 #include <baukit/lens/json.hpp>
 #include <baukit/lens/lens.hpp>
 #include <baukit/lens/statistics.hpp>
