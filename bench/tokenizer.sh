@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
-# Tokenizer throughput, baukit-cpp beside the npm encoder gpt-tokenizer (r50k_base), on the same ~4 MB of varied
-# text, in one run. Prints both and the ratio.   bench/tokenizer.sh [BUILD_DIR]
+# Tokenizer speed side by side in one run: baukit-cpp beside Hugging Face's JavaScript implementation
+# (@huggingface/tokenizers) for Llama 3 and Gemma 3, and beside gpt-tokenizer for GPT-2, on the same ~2 MB of varied
+# text (the tokenizer tests' strings, numbers between them): load time, MB/s as one text and line by line.
+#   bench/tokenizer.sh [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-work=$build/bench-data
-mkdir -p "$work"
-if [[ ! -d "$work/node_modules/gpt-tokenizer" ]]; then (cd "$work" && npm install --silent --no-save gpt-tokenizer@2 >/dev/null); fi
+cmake -DSOURCE=tests/data/tokenizers -DDEST="$build/tokenizers" -P tests/data/tokenizers/setup.cmake
 cmake --build "$build" --target bench-tokenizer >/dev/null
-# ~4 MB: the test vectors (prose, code, numbers, contractions, whitespace runs, emoji, CJK, ...) with varying numbers.
-python3 - "$work/text.txt" <<'PY'
+text=$build/tokenizers/bench-text.txt
+python3 - "$text" <<'PY'
 import json, random, sys
-vectors = [v['text'] for v in json.load(open('tests/data/tokenizer/vectors.json'))['vectors']]
+strings = []
+for name in ['llama3', 'gemma3', 'qwen3', 'gpt2']:
+    strings += [v['text'].replace('\n', ' ') for v in json.load(open(f'tests/data/tokenizers/{name}.json'))['vectors']
+                if '<' not in v['text'] and '[' not in v['text']]
 random.seed(0)
 parts, size = [], 0
-while size < 4_000_000:
-    s = random.choice(vectors) + f" {random.randint(0, 99999)}\n"
+while size < 2_000_000:
+    s = random.choice(strings) + f" {random.randint(0, 99999)}\n"
     parts.append(s); size += len(s.encode())
 open(sys.argv[1], 'w', encoding='utf-8').write(''.join(parts))
 PY
-cpp=$("$build/bench/bench-tokenizer" models/default "$work/text.txt")
-cp bench/tokenizer_bench.mjs "$work/"  # ES modules resolve packages from the script's folder
-node_result=$(cd "$work" && node tokenizer_bench.mjs text.txt)
-echo "$cpp"
-echo "$node_result"
-python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"ratio baukit-cpp / gpt-tokenizer: {a['mb_per_s']/b['mb_per_s']:.2f}x (target >= 3); same token count: {a['tokens']==b['tokens']}\")" "$cpp" "$node_result"
+cp bench/tokenizer_bench.mjs "$build/tokenizers/"  # ES modules resolve packages from the script's folder
+vocabularies=$build/tokenizers/vocabularies
+results=()
+for name in llama3 gemma3 gpt2; do
+  cpp=$("$build/bench/bench-tokenizer" "$vocabularies/$name" "$text")
+  if [[ $name == gpt2 ]]; then js=$(cd "$build/tokenizers" && node tokenizer_bench.mjs gpt-tokenizer - bench-text.txt)
+  else js=$(cd "$build/tokenizers" && node tokenizer_bench.mjs hf "vocabularies/$name" bench-text.txt); fi
+  echo "$name baukit-cpp: $cpp"
+  echo "$name javascript: $js"
+  results+=("$name" "$cpp" "$js")
+done
+python3 - "${results[@]}" <<'PY'
+import json, sys
+args = sys.argv[1:]
+print(f"{'vocabulary':<10} {'reference':<26} {'one text':>22} {'line by line':>22} {'load':>20} same tokens")
+for i in range(0, len(args), 3):
+    name, cpp, js = args[i], json.loads(args[i + 1]), json.loads(args[i + 2])
+    one = f"{cpp['mb_per_s']:.2f}/{js['mb_per_s']:.2f} MB/s {cpp['mb_per_s'] / js['mb_per_s']:.1f}x"
+    lines = f"{cpp['lines_mb_per_s']:.2f}/{js['lines_mb_per_s']:.2f} MB/s {cpp['lines_mb_per_s'] / js['lines_mb_per_s']:.1f}x"
+    load = f"{cpp['load_s']:.2f}/{js['load_s']:.2f} s {cpp['load_s'] / js['load_s']:.2f}x" if js['load_s'] else "-"
+    same = cpp['tokens'] == js['tokens'] and cpp['line_tokens'] == js['line_tokens']
+    print(f"{name:<10} {js['encoder']:<26} {one:>22} {lines:>22} {load:>20} {same}")
+PY

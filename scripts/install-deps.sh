@@ -4,12 +4,14 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp
-  librange-v3-dev nlohmann-json3-dev catch2 libpcre2-dev libcli11-dev libfmt-dev
+  librange-v3-dev nlohmann-json3-dev catch2 libpcre2-dev libutf8proc-dev libsimdjson-dev libcli11-dev libfmt-dev
   doxygen
 )
 if [[ "${1:-}" == "--test" ]]; then
-  # Headless browser for the page test; LLVM's libFuzzer runtime for the fuzzers (built by GCC, see tests/fuzz).
+  # Headless browser for the page test; LLVM's libFuzzer runtime for the fuzzers (built by GCC, see tests/fuzz);
+  # Node.js and npm for the tokenizer tests' vocabularies and references (tests/data/tokenizers), unless present.
   packages+=(chromium libclang-rt-14-dev)
+  command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
   bool deltas = false, attention_rows = false, truncate = false;
   app.add_option("--model", model_dir, "Checkpoint directory (Hugging Face layout); default: the embedded model")
       ->check(CLI::ExistingDirectory);
-  app.add_option("--tokenizer", tokenizer_dir, "Folder with vocab.json and merges.txt; default: the model's folder")
+  app.add_option("--tokenizer", tokenizer_dir,
+                 "Folder with tokenizer.json (and tokenizer_config.json), or GPT-2's vocab.json and merges.txt; "
+                 "default: the model's folder")
       ->check(CLI::ExistingDirectory);
   auto* prompt_option = app.add_option("--prompt", prompt, "The prompt")->capture_default_str();
   app.add_option("--prompt-file", prompt_file, "Read the prompt from a file (UTF-8), or from standard input for -")
@@ -135,16 +137,22 @@ int main(int argc, char** argv) {
     nlohmann::ordered_json phases;
     auto start = std::chrono::steady_clock::now();
     progress.step(fmt::format("loading {} ...", model_dir.string()));
-    // vocab.json and merges.txt from --tokenizer (or the model), added tokens (GPT-J's) from the model's folder first.
+    // tokenizer.json, or vocab.json and merges.txt, from --tokenizer (or the model); added tokens (GPT-J's) from the
+    // model's folder first.
     const auto vocab_dir = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
-    fs::path added;
-    for (const auto& dir : {model_dir, vocab_dir})
-      if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
-    for (const char* file : {"vocab.json", "merges.txt"})
-      if (!fs::exists(vocab_dir / file))
-        throw std::invalid_argument(fmt::format(
-            "{}: no {}; give --tokenizer DIR, a folder with vocab.json and merges.txt", vocab_dir.string(), file));
-    const baukit::Tokenizer tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
+    const auto tokenizer = [&] {
+      if (fs::exists(vocab_dir / "tokenizer.json")) return baukit::Tokenizer::from_pretrained(vocab_dir);
+      fs::path added;
+      for (const auto& dir : {model_dir, vocab_dir})
+        if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
+      for (const char* file : {"vocab.json", "merges.txt"})
+        if (!fs::exists(vocab_dir / file))
+          throw std::invalid_argument(
+              fmt::format("{}: no tokenizer.json and no {}; give --tokenizer DIR, a folder with "
+                          "tokenizer.json or with vocab.json and merges.txt",
+                          vocab_dir.string(), file));
+      return baukit::Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
+    }();
     // No NaN scan here (it would read all the weights before the forward does): a non-finite stream or output is
     // caught by the lens, and then a scanning load names the weights at fault.
     auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);
@@ -166,7 +174,7 @@ int main(int argc, char** argv) {
     }
     int64_t target_id = -1;
     if (!target.empty()) {
-      const auto target_ids = tokenizer.encode(target);
+      const auto target_ids = tokenizer.encode(target, baukit::EncodeOptions{false, false});  // no BOS
       if (target_ids.size() != 1)
         throw std::invalid_argument(fmt::format(
             "--target: '{}' is {} tokens; give exactly one token (mind the leading space)", target, target_ids.size()));

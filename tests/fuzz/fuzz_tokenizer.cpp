@@ -1,6 +1,7 @@
 // Fuzzes the tokenizer: encoding (any valid UTF-8 round-trips exactly; invalid UTF-8 is refused naming the byte),
 // decoding arbitrary ids (in-range ids decode to valid UTF-8; others are refused), and reading vocab.json and
-// merges.txt (accepted, or refused with a TokenizerError naming the file). The first byte picks the target.
+// merges.txt, and reading a tokenizer.json (accepted and then usable, or refused with a TokenizerError naming the
+// file). The first byte picks the target.
 #include <baukit/tokenizer.hpp>
 
 #include "fuzz_common.hpp"
@@ -51,20 +52,38 @@ void read_files(std::string_view bytes) {
   }
 }
 
+void read_tokenizer_json(std::string_view bytes) {
+  std::filesystem::create_directories(fuzz::scratch() / "tokenizer-json");
+  fuzz::write("tokenizer-json/tokenizer.json", bytes);
+  try {
+    const auto tokenizer =
+        baukit::Tokenizer::from_tokenizer_json(fuzz::scratch() / "tokenizer-json" / "tokenizer.json");
+    for (const bool allow_special : {false, true}) {
+      const auto ids = tokenizer.encode("Hello world <s> 123 \xC3\xA9\xE2\x96\x81x", allow_special);
+      if (baukit::utf8::first_invalid(tokenizer.decode(ids))) __builtin_trap();
+    }
+  } catch (const baukit::TokenizerError& e) {
+    if (std::string_view(e.what()).find(fuzz::scratch().string()) == std::string_view::npos) __builtin_trap();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   const auto rest = fuzz::text(data + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
       encode(rest);
       break;
     case 1:
       decode(rest);
       break;
-    default:
+    case 2:
       read_files(rest);
+      break;
+    default:
+      read_tokenizer_json(rest);
       break;
   }
   return 0;

@@ -70,6 +70,32 @@ extra = iter(range(256, 512))
 byte_chars = [c if c else chr(next(extra)) for c in byte_chars]
 vocab = {c: i for i, c in enumerate(byte_chars)} | {"ab": 256, "\u0120t": 257, "he": 258, "\u0120the": 259}
 put("tokenizer", "files", b"\x02" + json.dumps(vocab).encode() + "\0#version: 0.2\na b\n\u0120 t\nh e\n\u0120t he\n".encode())
+# tokenizer.json: a byte-level pipeline and a SentencePiece-style one (byte fallback, added tokens, template).
+byte_vocab = {"\u0120": 0, "t": 1, "\u0120t": 2, "h": 3, "e": 4, "he": 5}
+json_byte = {"model": {"type": "BPE", "vocab": byte_vocab, "merges": ["\u0120 t", ["h", "e"]]},
+             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                 {"type": "Split", "pattern": {"Regex": "(?i:'s|'t)|\\p{L}+|\\p{N}{1,3}|\\s+(?!\\S)|\\s+"},
+                  "behavior": "Isolated", "invert": False},
+                 {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+             "decoder": {"type": "ByteLevel"}, "normalizer": {"type": "NFC"},
+             "added_tokens": [{"id": 6, "content": "<s>", "special": True}]}
+put("tokenizer", "json-byte-level", b"\x03" + json.dumps(json_byte).encode())
+sp_vocab = {"<unk>": 0, "<s>": 1, **{"<0x%02X>" % b: 2 + b for b in range(256)}, "\u2581": 258, "H": 259, "e": 260}
+json_sp = {"model": {"type": "BPE", "vocab": sp_vocab, "merges": ["\u2581 H"], "byte_fallback": True,
+                     "unk_token": "<unk>", "fuse_unk": True},
+           "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                              {"type": "Replace", "pattern": {"String": " "},
+                                                               "content": "\u2581"}]},
+           "pre_tokenizer": {"type": "Digits", "individual_digits": True},
+           "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
+                                                                       {"Sequence": {"id": "A"}}],
+                              "special_tokens": {"<s>": {"id": "<s>", "ids": [1]}}},
+           "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"},
+                                                         "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+           "added_tokens": [{"id": 1, "content": "<s>", "special": True, "lstrip": True, "rstrip": True}]}
+put("tokenizer", "json-sentencepiece", b"\x03" + json.dumps(json_sp).encode())
+put("tokenizer", "json-unigram", b"\x03" + json.dumps({"model": {"type": "Unigram", "vocab": []}}).encode())
 put("tokenizer", "files-broken", b"\x02" + json.dumps({"a": 0, "b": 1, "ab": 2}).encode() + b"\0#version: 0.2\na b c\n")
 
 put("show", "plain", b"hello\0title\0a tooltip\0red\0token")
