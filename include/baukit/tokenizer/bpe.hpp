@@ -96,6 +96,7 @@ class BpeModel {
   /// lookup is one or two cache lines).
   class MergeTable {
    public:
+    /// One slot: a pair of token ids and what merging them gives.
     struct Entry {
       uint64_t key = kEmpty;  ///< the pair, or kEmpty
       int32_t rank = 0;       ///< lower merges first

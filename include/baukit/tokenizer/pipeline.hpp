@@ -40,7 +40,8 @@ struct Pipeline {
   std::vector<std::uint8_t> special;                      ///< whether an id is a special added token
   /// Hashes `std::string` and `std::string_view` alike, so that lookups need no temporary string.
   struct StringHash {
-    using is_transparent = void;
+    using is_transparent = void;  ///< lets `find` take a `std::string_view`
+    /// The hash of `text`.
     std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
   };
   /// Token as written -> id (model and added tokens).
