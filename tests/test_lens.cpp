@@ -522,3 +522,27 @@ TEST_CASE("Lens pages from assembled results: shapes checked, absent views not o
   CHECK(baukit::to_json(padded, tokenizer)["lens"]["token_strings"][2][0][0] == "<id 50300>");
   CHECK(tokenizer.token_text(50300) == "<id 50300>");
 }
+
+TEST_CASE("baukit-lens --tokenizer takes a tokenizer.json folder: the same lens as GPT-2's vocab.json and merges.txt",
+          "[lens][tokenizer][vocabularies]") {
+  const auto dir = scratch("lens-tokenizer-json");
+  const auto json_dir = fs::path(BAUKIT_BINARY_DIR) / "tokenizers" / "vocabularies" / "gpt2" / "json";
+  if (!fs::exists(json_dir / "tokenizer.json"))
+    FAIL(json_dir.string() << " is missing: run `ctest -R tokenizers_setup`");
+  const auto tiny = kFixtures / "gpt2-tiny";
+  auto lens = [&](const fs::path& tokenizer, const std::string& name) {
+    const auto command =
+        fmt::format("{} --model {} --tokenizer {} --prompt {} --out {} --json {} --threads 1", quoted(BAUKIT_LENS_EXE),
+                    quoted(tiny.string()), quoted(tokenizer.string()), quoted(". The Space Needle is located in"),
+                    quoted((dir / (name + ".html")).string()), quoted((dir / (name + ".json")).string()));
+    const auto result = run(command);
+    INFO(result.output);
+    REQUIRE(result.status == 0);
+    return read_json(dir / (name + ".json"));
+  };
+  const auto from_files = lens(tiny, "files");
+  const auto from_json = lens(json_dir, "json");
+  CHECK(from_json["ids"] == from_files["ids"]);
+  CHECK(from_json["prompt_tokens"] == from_files["prompt_tokens"]);
+  CHECK(from_json == from_files);  // every number and token string
+}
