@@ -198,7 +198,8 @@ TEST_CASE("GPT-2 gives the same ids through vocab.json + merges.txt and through 
   CHECK(files.vocab_size() == json.vocab_size());
   const auto counts = check_vectors(files, "gpt2");
   CHECK(counts.mismatches == 0);
-  for (const auto& vector : read_json(kData / "tokenizer" / "vectors.json")["vectors"]) {
+  const auto old_vectors = read_json(kData / "tokenizer" / "vectors.json");  // kept: a range-for over ["vectors"]
+  for (const auto& vector : old_vectors["vectors"]) {                        // of a temporary would dangle
     const auto text = vector["text"].get<std::string>();
     CHECK(json.encode(text) == vector["ids"].get<std::vector<int64_t>>());
     CHECK(json.encode(text, true) == files.encode(text, true));
