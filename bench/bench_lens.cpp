@@ -1,8 +1,9 @@
-// The logit lens on a GPT-2-XL-size checkpoint, in one run:
+// The logit lens on a large checkpoint of any family (GPT-2-XL, GPT-J-6B, Llama-3-8B shapes), in one run:
 //   build/bench/bench-lens --model DIR [--lens build/tools/baukit-lens]
 // Prints the end-to-end time of the baukit-lens command (process start to page written) for an 8-token prompt with
-// its peak memory against the checkpoint size, and the lens decode alone (both views, every layer) as a multiple of
-// its FLOP bound (2 x views x layers x tokens x n_embd x vocab at the matmul rate measured here).
+// its peak memory against the checkpoint's files, the forward against its weight-read bound (the files' bytes at
+// the memory bandwidth measured here), and the lens decode alone (both views, every layer) as a multiple of its
+// FLOP bound (2 x views x layers x tokens x width x vocab at the matmul rate measured here).
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -39,6 +40,29 @@ ChildRun run_child(std::vector<std::string> args) {
           static_cast<double>(usage.ru_maxrss) * 1024.0, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
+// The bytes of the checkpoint's weight files (one or sharded safetensors, or .bin).
+double checkpoint_bytes(const std::filesystem::path& dir) {
+  double bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (name.ends_with(".safetensors") || (name.starts_with("pytorch_model") && name.ends_with(".bin")))
+      bytes += static_cast<double>(entry.file_size());
+  }
+  return bytes;
+}
+
+// Memory bandwidth: bytes read per second by a sum over 1 GiB (best of 3).
+double read_bandwidth() {
+  const auto data = torch::ones({int64_t{1} << 28}, torch::kFloat32);
+  double best = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    (void)data.sum().item<float>();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return static_cast<double>(data.numel() * 4) / best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,7 +77,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(2);
   baukit::kernels::use_openblas_kernels_for_this_cpu();  // a no-op unless OpenBLAS runs generic kernels here
-  const double file_bytes = static_cast<double>(std::filesystem::file_size(dir / "model.safetensors"));
+  const double file_bytes = checkpoint_bytes(dir);
   const auto out = std::filesystem::temp_directory_path() / fmt::format("bench-lens-{}.html", ::getpid());
 
   // End to end, as a user runs it (page cache warm after the first run): median of 3.
@@ -97,7 +121,9 @@ int main(int argc, char** argv) {
              runs[1].seconds);
   fmt::print("baukit-lens peak RSS: {:.2f} GB = {:.3f} x the checkpoint (target < 1.2)\n", runs[1].peak_rss_bytes / 1e9,
              runs[1].peak_rss_bytes / file_bytes);
-  fmt::print("forward with traces: {:.3f} s\n", forward);
+  const double bandwidth = read_bandwidth();
+  fmt::print("forward with traces: {:.3f} s = {:.2f} x the weight-read bound {:.3f} s ({:.2f} GB at {:.1f} GB/s)\n",
+             forward, forward / (file_bytes / bandwidth), file_bytes / bandwidth, file_bytes / 1e9, bandwidth / 1e9);
   fmt::print(
       "lens decode (lens + delta lens, {} layers): {:.3f} s = {:.2f} x the FLOP bound {:.3f} s (target <= 1.3)\n",
       states.size(0), decode, decode / (decode_flops / flops), decode_flops / flops);

@@ -546,3 +546,90 @@ TEST_CASE("baukit-lens --tokenizer takes a tokenizer.json folder: the same lens 
   CHECK(from_json["prompt_tokens"] == from_files["prompt_tokens"]);
   CHECK(from_json == from_files);  // every number and token string
 }
+
+static bool prompts_add_bos(const nlohmann::json& reference) {
+  for (const auto& prompt : reference["prompts"])
+    if (prompt["ids"].front() != 1) return false;
+  return true;
+}
+
+TEST_CASE("baukit-lens --json on the Llama-architecture fixtures equals the reference lens and delta lens",
+          "[lens][command][llama]") {
+  const auto dir = scratch("lens-llama");
+  const auto spec = read_json(kData / "llama" / "fixtures.json");
+  for (const auto& fixture : spec["fixtures"]) {
+    const auto name = fixture["name"].get<std::string>();
+    const auto model = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures" / name;  // written by llama_fixtures_setup
+    REQUIRE(fs::exists(model / "tokenizer.json"));
+    const auto reference = read_json(kData / "llama" / (name + ".json"));
+    for (const auto& prompt : reference["prompts"]) {
+      const auto text = prompt["text"].get<std::string>();
+      INFO(name << ": " << text);
+      const auto result = run(fmt::format("{} --model {} --prompt {} --out {} --json {} --threads 1 --device {}",
+                                          quoted(BAUKIT_LENS_EXE), quoted(model.string()), quoted(text),
+                                          quoted((dir / "lens.html").string()), quoted((dir / "lens.json").string()),
+                                          baukit_tests::test_device_name()));
+      REQUIRE(result.status == 0);
+      const auto json = read_json(dir / "lens.json");
+      CHECK(json["ids"] == prompt["ids"]);
+      check_view(json["lens"], prompt["lens"]);
+      check_view(json["delta_lens"], prompt["delta_lens"]);
+    }
+    // The BOS the tokenizer adds (Llama 2's and Mistral's do; the Llama 3 and Qwen files installed add none) is the
+    // page's first column, named as the vocabulary writes it.
+    if (prompts_add_bos(reference))
+      CHECK(read_bytes(dir / "lens.html").find(R"(title="Token 0" class="lens-cell lens-head">&lt;s&gt;<)") !=
+            std::string::npos);
+  }
+}
+
+TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forward) equals each prompt's own lens",
+          "[lens][batch]") {
+  const std::vector<std::string> texts = {"Paris is the capital of", ". The Space Needle is located in", "Hi",
+                                          "In his NBA career, KC Jones played"};
+  const auto llama = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures";  // written by llama_fixtures_setup
+  for (const auto& dir : {kFixtures / "gpt2-tiny", llama / "mistral-tiny-sharded", llama / "qwen3-tiny"}) {
+    INFO(dir);
+    REQUIRE(fs::exists(dir / "config.json"));
+    auto model = baukit::models::from_pretrained(dir);
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(dir);
+    // Padded batch encoding: each row is its text's ids after zeros, the mask marks them.
+    const auto batch = tokenizer.encode_batch(texts, {}, 0);
+    REQUIRE(batch.ids.size() == texts.size());
+    std::size_t longest = 0;
+    for (const auto& ids : batch.ids) longest = std::max(longest, ids.size());
+    for (std::size_t b = 0; b < texts.size(); ++b) {
+      CHECK(batch.ids[b] == tokenizer.encode(texts[b]));
+      REQUIRE(batch.input_ids[b].size() == longest);
+      const auto padding = longest - batch.ids[b].size();
+      CHECK(std::vector<int64_t>(batch.input_ids[b].begin() + static_cast<std::ptrdiff_t>(padding),
+                                 batch.input_ids[b].end()) == batch.ids[b]);
+      CHECK(std::count(batch.attention_mask[b].begin(), batch.attention_mask[b].end(), 0) ==
+            static_cast<std::ptrdiff_t>(padding));
+      CHECK(batch.attention_mask[b].back() == 1);
+    }
+    CHECK(std::adjacent_find(batch.ids.begin(), batch.ids.end(), [](const auto& a, const auto& b) {
+            return a.size() == b.size();
+          }) == batch.ids.end());  // the lengths differ, so there is padding to get right
+    const auto options = baukit::LensOptions().topk(5).attention_rows(true);
+    const auto results = baukit::logit_lens_batch(*model, batch.ids, options);
+    REQUIRE(results.size() == texts.size());
+    for (std::size_t b = 0; b < texts.size(); ++b) {
+      INFO(texts[b]);
+      const auto single = baukit::logit_lens(*model, batch.ids[b], options);
+      CHECK(results[b].ids == single.ids);
+      for (baukit::LensGrid baukit::LensResult::*grids : {&baukit::LensResult::lens, &baukit::LensResult::delta_lens}) {
+        const auto &got = results[b].*grids, &want = single.*grids;
+        REQUIRE(got.rows == want.rows);
+        REQUIRE(got.cells.size() == want.cells.size());
+        for (std::size_t r = 0; r < got.cells.size(); ++r)
+          for (std::size_t t = 0; t < got.cells[r].size(); ++t) {
+            check_same_cell(got.cells[r][t], want.cells[r][t], 1e-5, 1e-4);
+            CHECK(got.cells[r][t].magnitude == Approx(want.cells[r][t].magnitude).margin(1e-5));
+          }
+      }
+    }
+  }
+  CHECK_THROWS_WITH(baukit::logit_lens_batch(*baukit::models::from_pretrained(kFixtures / "gpt2-tiny"), {{464}, {}}),
+                    Catch::Contains("prompt 1 has no tokens"));
+}

@@ -48,7 +48,10 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
   const auto layout = model.lens_layout();
   const auto& layers = layout.blocks;
   REQUIRE(static_cast<int64_t>(layers.size()) == model.num_layers());
-  REQUIRE(baukit::module_names(model.module(), std::regex(R"(^transformer.h.\d+$)")) == layers);
+  const auto block_prefix = layers.front().substr(0, layers.front().size() - 1);  // "transformer.h.", "model.layers."
+  REQUIRE(baukit::module_names(model.module(), std::regex("^" + std::regex_replace(block_prefix, std::regex(R"(\.)"),
+                                                                                    R"(\.)") +
+                                                          R"(\d+$)")) == layers);
   REQUIRE(reference["prompts"].size() == 5);
   auto decoder = baukit::make_decoder(model);
   for (std::size_t p = 0; p < reference["prompts"].size(); ++p) {
@@ -56,18 +59,25 @@ void check_parity(baukit::models::CausalLM& model, const nlohmann::json& referen
     const auto& prompt = reference["prompts"][p];
     const auto ids = prompt["ids"].get<std::vector<int64_t>>();
     auto names = layers;
-    names.insert(names.begin(), "transformer.drop");
+    names.insert(names.begin(), layout.embedding);
     baukit::TraceDict tr(model.module(), names);
     const auto logits = model.forward(ids_tensor(ids).to(model.device()), {}, nullptr).cpu();
     std::vector<torch::Tensor> hidden;
     for (const auto& layer : layers) hidden.push_back(tr[layer].output()[0]);
     const auto hs = torch::stack(hidden).cpu();
     CHECK((hs - tensors.at(fmt::format("p{}.hidden", p))).abs().max().item<double>() < 1e-4);
-    CHECK((tr["transformer.drop"].output()[0].to(torch::kFloat32).cpu() - tensors.at(fmt::format("p{}.embed", p)))
+    CHECK((tr[layout.embedding].output()[0].to(torch::kFloat32).cpu() - tensors.at(fmt::format("p{}.embed", p)))
               .abs()
               .max()
               .item<double>() < 1e-4);
-    CHECK((logits[0][-1] - tensors.at(fmt::format("p{}.logits_last", p))).abs().max().item<double>() < 1e-3);
+    if (tensors.count(fmt::format("p{}.logits_last", p))) {
+      CHECK((logits[0][-1] - tensors.at(fmt::format("p{}.logits_last", p))).abs().max().item<double>() < 1e-3);
+    } else {  // the reference's 64 largest logits of the last position
+      const auto& top = prompt["logits_last_top64"];
+      const auto at = torch::tensor(top["ids"].get<std::vector<int64_t>>(), torch::kLong);
+      const auto expected = torch::tensor(top["values"].get<std::vector<double>>(), torch::kFloat32);
+      CHECK((logits[0][-1].index_select(0, at) - expected).abs().max().item<double>() < 1e-3);
+    }
 
     if (prompt.contains("final_logits_top5")) {
       const auto final_top5 = prompt["final_logits_top5"].get<std::vector<std::vector<int64_t>>>();
@@ -226,8 +236,9 @@ TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, gre
 
 TEST_CASE("from_pretrained fails by name on an unknown family", "[models][errors]") {
   const auto dir = scratch("unknown-family");
-  std::ofstream(dir / "config.json") << R"({"model_type": "llama"})";
-  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("'llama'") && Catch::Contains("gpt2, gptj"));
+  std::ofstream(dir / "config.json") << R"({"model_type": "mamba"})";
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(dir),
+                    Catch::Contains("'mamba'") && Catch::Contains("gpt2, gptj, llama, mistral, qwen2, qwen3"));
   std::ofstream(dir / "config.json") << R"({"n_layer": 2})";
   CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains("model_type"));
 }
@@ -381,4 +392,202 @@ TEST_CASE("Token ids outside the model's vocabulary, and empty ids, are refused 
       tokenizer.check_ids_fit(ids, 50000),
       Catch::Contains("vocab.json: token '<|endoftext|>' has the id 50256") && Catch::Contains("vocab_size of 50000"));
   CHECK_THROWS_WITH(tokenizer.check_ids_fit(ids, 1000), Catch::Contains("token 'Hello' has the id 15496"));
+}
+
+// --- The Llama architecture: llama (2-style and 3 with llama3 rope scaling), mistral, qwen2, qwen3 ---------------
+
+namespace {
+
+const fs::path kLlamaData = kData / "llama";
+const fs::path kLlamaFixtures = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures";  // written by llama_fixtures_setup
+
+fs::path llama_fixture(const std::string& name) {
+  const auto dir = kLlamaFixtures / name;
+  INFO("the ctest fixture llama_fixtures_setup writes " << dir);
+  REQUIRE(fs::exists(dir / "config.json"));
+  return dir;
+}
+
+std::vector<std::string> llama_fixture_names() {
+  const auto spec = read_json(kLlamaData / "fixtures.json");  // not a temporary: the loop reads into it
+  std::vector<std::string> names;
+  for (const auto& f : spec["fixtures"]) names.push_back(f["name"]);
+  REQUIRE(names.size() == 5);
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("Llama-architecture fixtures match the Hugging Face-semantics reference: hidden states, lens, greedy tokens",
+          "[llama][parity]") {
+  const auto prompts = read_json(kLlamaData / "prompts.json");
+  for (const auto& name : llama_fixture_names()) {
+    INFO(name);
+    const auto dir = llama_fixture(name);
+    auto loaded = baukit::models::from_pretrained(dir, baukit_tests::test_device());
+    auto& model = dynamic_cast<baukit::models::LlamaForCausalLMImpl&>(*loaded);
+    const auto config = read_json(dir / "config.json");
+    CHECK(model.model_type() == config["model_type"]);
+    // BF16 weights stay BF16 (upcast per layer at use); norms are float32; tied embeddings are one tensor.
+    const auto stored = config["torch_dtype"] == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+    CHECK(model.model->embed_tokens->weight.scalar_type() == stored);
+    CHECK(model.model->norm->weight.scalar_type() == torch::kFloat32);
+    CHECK((model.lm_head->weight.data_ptr() == model.model->embed_tokens->weight.data_ptr()) ==
+          config["tie_word_embeddings"].get<bool>());
+    // baukit's tokenizer gives Hugging Face's ids (BOS as the tokenizer's config says).
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(dir);
+    for (const auto& prompt : prompts[name])
+      CHECK(tokenizer.encode(prompt["text"].get<std::string>()) == prompt["ids"].get<std::vector<int64_t>>());
+
+    const auto reference = read_json(kLlamaData / (name + ".json"));
+    check_parity(model, reference, reference_tensors(kLlamaData / (name + ".safetensors")), name);
+    // A left-padded batch (one forward per step) gives each prompt its own tokens.
+    std::vector<std::vector<int64_t>> batch;
+    for (const auto& prompt : reference["prompts"]) batch.push_back(prompt["ids"].get<std::vector<int64_t>>());
+    const auto expected = reference["batch_generated"].get<std::vector<std::vector<int64_t>>>();
+    CHECK(baukit::generate_ids(model, batch, 10) == expected);
+    CHECK(baukit::generate_ids(model, batch, 10, baukit::GenerateOptions().use_cache(false)) == expected);
+  }
+}
+
+TEST_CASE("Every Llama-architecture submodule has Hugging Face's name and is traceable", "[llama]") {
+  auto qwen3 = baukit::models::LlamaForCausalLM::from_pretrained(llama_fixture("qwen3-tiny"));
+  for (const char* name :
+       {"model.embed_tokens", "model.layers.1", "model.layers.1.input_layernorm", "model.layers.1.self_attn",
+        "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj",
+        "model.layers.1.self_attn.o_proj", "model.layers.1.self_attn.q_norm", "model.layers.1.self_attn.k_norm",
+        "model.layers.1.post_attention_layernorm", "model.layers.1.mlp", "model.layers.1.mlp.gate_proj",
+        "model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj", "model.layers.1.mlp.act_fn", "model.norm",
+        "lm_head"}) {
+    INFO(name);
+    CHECK_NOTHROW(baukit::Trace(*qwen3, name));
+  }
+  // The lens's point after attention: the layer's input plus self_attn's output, before the MLP.
+  const auto ids = torch::tensor({{151643, 785, 3974}}, torch::kLong);
+  baukit::TraceDict tr(*qwen3, {"model.embed_tokens", "model.layers.0.self_attn", "model.layers.0.mlp",
+                                "model.layers.0"});
+  (void)qwen3->forward(ids, {}, nullptr);
+  const auto after_attention = tr["model.embed_tokens"].output().to(torch::kFloat32) + tr["model.layers.0.self_attn"].output();
+  CHECK(torch::allclose(after_attention + tr["model.layers.0.mlp"].output(), tr["model.layers.0"].output()));
+  // Qwen 2 has q/k/v biases and no o bias; Llama 2-style has none; Qwen 3 has q/k norms, the others not.
+  auto qwen2 = baukit::models::LlamaForCausalLM::from_pretrained(llama_fixture("qwen2-tiny-bf16"));
+  const auto& attn2 = qwen2->model->layers[0]->as<baukit::models::LlamaDecoderLayer::Impl>()->self_attn;
+  CHECK((attn2->q_proj->bias.defined() && attn2->v_proj->bias.defined() && !attn2->o_proj->bias.defined()));
+  CHECK(!attn2->q_norm);
+  auto llama2 = baukit::models::LlamaForCausalLM::from_pretrained(llama_fixture("llama2-tiny"));
+  CHECK(!llama2->model->layers[0]->as<baukit::models::LlamaDecoderLayer::Impl>()->self_attn->q_proj->bias.defined());
+}
+
+TEST_CASE("Rotary frequencies equal Hugging Face's for every rope_scaling type", "[llama][rope]") {
+  const auto cases = read_json(kLlamaData / "rope.json");
+  for (const auto& [name, spec] : cases.items()) {
+    INFO(name);
+    const baukit::models::ConfigFile file{spec["config"], "rope.json"};
+    const auto& c = spec["config"];
+    const int64_t head = c["hidden_size"].get<int64_t>() / c["num_attention_heads"].get<int64_t>();
+    const auto rotary_dim = static_cast<int64_t>(static_cast<double>(head) * c.value("partial_rotary_factor", 1.0));
+    const int64_t max_positions = c["max_position_embeddings"];
+    const baukit::models::RotaryEmbedding rotary(baukit::models::RotaryOptions(head)
+                                                     .rotary_dim(rotary_dim)
+                                                     .base(c["rope_theta"])
+                                                     .scaling(baukit::models::RopeScaling::read(file, max_positions))
+                                                     .max_position_embeddings(max_positions));
+    const auto expected = torch::tensor(spec["inv_freq"].get<std::vector<double>>(), torch::kFloat32);
+    const auto got = rotary.inv_freq(spec["seq_len"].is_null() ? 0 : spec["seq_len"].get<int64_t>());
+    REQUIRE(got.sizes() == expected.sizes());
+    CHECK(((got - expected).abs() / expected).max().item<double>() < 1e-6);
+    CHECK(rotary.attention_factor() == Approx(spec["attention_factor"].get<double>()).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("Llama-architecture configs: unsupported or inconsistent settings fail by name when read",
+          "[llama][errors]") {
+  const auto source = llama_fixture("llama3-tiny-bf16");
+  const auto base = read_json(source / "config.json");
+  const auto dir = scratch("llama-config");
+  for (const auto& entry : fs::directory_iterator(source))
+    if (entry.path().filename() != "config.json") fs::copy_file(entry.path(), dir / entry.path().filename());
+  auto fails = [&](const std::function<void(nlohmann::json&)>& edit, const std::string& message) {
+    auto config = base;
+    edit(config);
+    std::ofstream(dir / "config.json") << config.dump();
+    INFO(config.dump());
+    CHECK_THROWS_WITH(baukit::models::from_pretrained(dir), Catch::Contains(message));
+  };
+  fails([](auto& c) { c["rope_scaling"] = {{"rope_type", "longrope"}}; },
+        "'rope_scaling.rope_type' \"longrope\" is not supported");
+  fails([](auto& c) { c["rope_scaling"] = {{"rope_type", "linear"}}; }, "'rope_scaling.factor' is required");
+  fails([](auto& c) { c["rope_scaling"] = "yes"; }, "'rope_scaling' must be an object or null");
+  fails([](auto& c) { c["hidden_act"] = "gelu_quick"; }, "'hidden_act' 'gelu_quick' is not supported");
+  fails([](auto& c) { c["num_key_value_heads"] = 3; }, "'num_key_value_heads' 3 does not divide");
+  fails([](auto& c) { c["partial_rotary_factor"] = 0.1; }, "'partial_rotary_factor'");
+  fails([](auto& c) { c["layer_types"] = {"full_attention"}; }, "'layer_types' must list 3 layers");
+  fails([](auto& c) { c["head_dim"] = 4; }, "model.layers.0.self_attn.q_proj.weight");
+  fails([](auto& c) { c["num_hidden_layers"] = 5; }, "'num_hidden_layers' is 5, but the checkpoint holds 3");
+  fails([](auto& c) { c["vocab_size"] = -1; }, "'vocab_size' must be positive");
+  fails([](auto& c) { c["model_type"] = "mistral", c["layer_types"] = {"sliding_attention", "full_attention", "full_attention"}, c["sliding_window"] = nullptr; },
+        "'sliding_window' is null, but layer_types has sliding_attention layers");
+  // The model refuses ids beyond its vocabulary and an empty prompt by name.
+  std::ofstream(dir / "config.json") << base.dump();
+  auto model = baukit::models::from_pretrained(dir);
+  CHECK_THROWS_WITH(model->forward(torch::tensor({{1, 200000}}, torch::kLong), {}, nullptr),
+                    Catch::Contains("input id 200000") && Catch::Contains("llama"));
+  CHECK_THROWS_WITH(model->forward(torch::zeros({1, 0}, torch::kLong), {}, nullptr),
+                    Catch::Contains("at least one token"));
+}
+
+TEST_CASE("A family registered outside the library loads through from_pretrained; registering twice is refused",
+          "[models][registry]") {
+  // A researcher's family: here a renamed Llama, registered as a program would at namespace scope.
+  static const bool registered = baukit::models::register_family(
+      "my_llama", [](const fs::path& dir, const baukit::models::PretrainedOptions& options) {
+        const auto staged = scratch("my-llama-staged");
+        for (const auto& entry : fs::directory_iterator(dir)) fs::copy_file(entry.path(), staged / entry.path().filename(), fs::copy_options::overwrite_existing);
+        auto config = read_json(dir / "config.json");
+        config["model_type"] = "llama";
+        std::ofstream(staged / "config.json") << config.dump();
+        return std::shared_ptr<baukit::models::CausalLM>(
+            baukit::models::LlamaForCausalLMImpl::from_pretrained(staged, options));
+      });
+  CHECK(registered);
+  const auto families = baukit::models::family_names();
+  CHECK(std::find(families.begin(), families.end(), "my_llama") != families.end());
+  const auto dir = scratch("my-llama");
+  const auto source = llama_fixture("llama2-tiny");
+  for (const auto& entry : fs::directory_iterator(source)) fs::copy_file(entry.path(), dir / entry.path().filename());
+  auto config = read_json(source / "config.json");
+  config["model_type"] = "my_llama";
+  std::ofstream(dir / "config.json") << config.dump();
+  auto mine = baukit::models::from_pretrained(dir);
+  auto theirs = baukit::models::from_pretrained(source);
+  const auto ids = torch::tensor({{1, 415, 2936}}, torch::kLong);
+  CHECK(torch::equal(mine->forward(ids, {}, nullptr), theirs->forward(ids, {}, nullptr)));
+  CHECK_THROWS_WITH(baukit::models::register_family("llama", [](const fs::path&, const baukit::models::PretrainedOptions&) {
+                      return std::shared_ptr<baukit::models::CausalLM>();
+                    }),
+                    Catch::Contains("'llama' is already registered"));
+  // PretrainedOptions: weights converted to float32 at load give the same logits as BF16 upcast per layer.
+  const auto bf16 = llama_fixture("llama3-tiny-bf16");
+  auto as_stored = baukit::models::from_pretrained(bf16);
+  auto as_f32 = baukit::models::from_pretrained(bf16, baukit::models::PretrainedOptions().weight_dtype(torch::kFloat32));
+  CHECK(dynamic_cast<baukit::models::LlamaForCausalLMImpl&>(*as_f32).lm_head->weight.scalar_type() == torch::kFloat32);
+  const auto ids3 = torch::tensor({{128000, 791, 4062}}, torch::kLong);
+  CHECK(torch::allclose(as_stored->forward(ids3, {}, nullptr), as_f32->forward(ids3, {}, nullptr), 1e-5, 1e-5));
+  CHECK_THROWS_WITH(baukit::models::from_pretrained(kFixtures / "gpt2-tiny",
+                                                    baukit::models::PretrainedOptions().weight_dtype(torch::kFloat32)),
+                    Catch::Contains("weight_dtype is not supported"));
+}
+
+TEST_CASE("A Llama-architecture model saved by save_pretrained loads back identically, sharded or not", "[llama][io]") {
+  auto model = baukit::models::LlamaForCausalLM::from_pretrained(llama_fixture("qwen3-tiny"));
+  const auto dir = scratch("llama-roundtrip");
+  model->save_pretrained(dir);
+  baukit::models::save_checkpoint(*model, model->config.to_json(), dir / "sharded", torch::kFloat32,
+                                  {"lm_head.weight"}, 3);
+  CHECK(fs::exists(dir / "sharded" / "model-00003-of-00003.safetensors"));
+  CHECK(read_json(dir / "config.json") == read_json(llama_fixture("qwen3-tiny") / "config.json"));
+  const auto ids = torch::tensor({{151643, 785, 3974, 13876}}, torch::kLong);
+  const auto logits = model->forward(ids, {}, nullptr);
+  CHECK(torch::equal(baukit::models::from_pretrained(dir)->forward(ids, {}, nullptr), logits));
+  CHECK(torch::equal(baukit::models::from_pretrained(dir / "sharded")->forward(ids, {}, nullptr), logits));
 }

@@ -1,10 +1,84 @@
-// Writes a random GPT-2 checkpoint of any size in the Hugging Face layout (config.json, model.safetensors,
-// vocab.json, merges.txt), for tests and benchmarks.
+// Writes a random checkpoint of any size in the Hugging Face layout (config.json, model.safetensors or shards, the
+// tokenizer's files), for tests and benchmarks.
 //   make-random-checkpoint --preset gpt2-xl --out /tmp/gpt2-xl-random      (48 layers, 1600 wide: 6.43 GB in F32)
+//   make-random-checkpoint --family llama --preset llama-3-8b --out /tmp/llama-3-8b --shards 4   (BF16, 16 GB)
 #include <CLI/CLI.hpp>
 #include <baukit/baukit.hpp>
 #include <chrono>
 #include <iostream>
+
+namespace {
+
+// The real models' shapes and settings (their config.json), and the tests' tiny ones with real vocabularies.
+const std::map<std::string, baukit::models::LlamaConfig>& llama_presets() {
+  using baukit::models::LlamaConfig;
+  static const auto presets = [] {
+    std::map<std::string, LlamaConfig> p;
+    auto make = [&](const std::string& name, const std::string& type, auto&& set) {
+      auto c = LlamaConfig::defaults(type);
+      c.weight_dtype = torch::kBFloat16;
+      set(c);
+      p[name] = c;
+    };
+    make("llama-3-8b", "llama", [](LlamaConfig& c) {
+      c.vocab_size = 128256, c.intermediate_size = 14336, c.num_key_value_heads = 8, c.max_position_embeddings = 8192;
+      c.rope_theta = 500000, c.rms_norm_eps = 1e-5, c.bos_token_id = 128000, c.eos_token_id = 128001;
+    });
+    make("llama-3.2-1b", "llama", [](LlamaConfig& c) {
+      c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192, c.num_hidden_layers = 16;
+      c.num_key_value_heads = 8, c.head_dim = 64, c.max_position_embeddings = 131072, c.rope_theta = 500000;
+      c.rope_scaling.type = "llama3", c.rope_scaling.factor = 32,
+      c.rope_scaling.original_max_position_embeddings = 8192;
+      c.rms_norm_eps = 1e-5, c.tie_word_embeddings = true, c.bos_token_id = 128000, c.eos_token_id = 128001;
+    });
+    make("mistral-7b", "mistral",
+         [](LlamaConfig& c) { c.max_position_embeddings = 32768, c.rms_norm_eps = 1e-5, c.sliding_window = 4096; });
+    make("qwen2.5-7b", "qwen2", [](LlamaConfig& c) {
+      c.vocab_size = 152064, c.hidden_size = 3584, c.intermediate_size = 18944, c.num_hidden_layers = 28;
+      c.num_attention_heads = 28, c.num_key_value_heads = 4, c.max_position_embeddings = 131072, c.rope_theta = 1e6;
+      c.sliding_window = 131072, c.bos_token_id = 151643, c.eos_token_id = 151643;
+    });
+    make("qwen3-8b", "qwen3", [](LlamaConfig& c) {
+      c.intermediate_size = 12288, c.num_hidden_layers = 36, c.num_key_value_heads = 8,
+      c.max_position_embeddings = 40960;
+      c.rope_theta = 1e6, c.bos_token_id = 151643, c.eos_token_id = 151645;
+    });
+    // Tiny, for the tests: 16 wide, a few layers, the real vocabularies (tests/data/llama/README.md).
+    auto tiny = [](LlamaConfig& c, int64_t vocab, int64_t layers) {
+      c.vocab_size = vocab, c.hidden_size = 16, c.intermediate_size = 40, c.num_hidden_layers = layers;
+      c.num_attention_heads = 4, c.num_key_value_heads = 2, c.max_position_embeddings = 256;
+    };
+    make("tiny-llama2", "llama", [&](LlamaConfig& c) {
+      tiny(c, 32000, 3);
+      c.num_key_value_heads = 4, c.rms_norm_eps = 1e-5, c.weight_dtype = torch::kFloat32;
+    });
+    make("tiny-llama3", "llama", [&](LlamaConfig& c) {
+      tiny(c, 128256, 3);
+      c.head_dim = 8, c.max_position_embeddings = 2048, c.rope_theta = 500000, c.rms_norm_eps = 1e-5;
+      c.rope_scaling.type = "llama3", c.rope_scaling.factor = 8, c.rope_scaling.original_max_position_embeddings = 256;
+      c.tie_word_embeddings = true, c.bos_token_id = 128000, c.eos_token_id = 128001;
+    });
+    make("tiny-mistral", "mistral", [&](LlamaConfig& c) {
+      tiny(c, 32000, 2);
+      c.sliding_window = 4, c.rms_norm_eps = 1e-5, c.weight_dtype = torch::kFloat32;
+    });
+    make("tiny-qwen2", "qwen2", [&](LlamaConfig& c) {
+      tiny(c, 151936, 3);
+      c.rope_theta = 1e6, c.tie_word_embeddings = true, c.bos_token_id = 151643, c.eos_token_id = 151643;
+    });
+    make("tiny-qwen3", "qwen3", [&](LlamaConfig& c) {
+      tiny(c, 151936, 3);
+      c.head_dim = 8, c.rope_theta = 1e6, c.tie_word_embeddings = true, c.weight_dtype = torch::kFloat32;
+      c.rope_scaling.type = "yarn", c.rope_scaling.factor = 4, c.rope_scaling.original_max_position_embeddings = 64;
+      c.bos_token_id = 151643, c.eos_token_id = 151645;
+    });
+    for (auto& [name, c] : p) c.layer_types = LlamaConfig::default_layer_types(c);
+    return p;
+  }();
+  return presets;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
@@ -16,9 +90,19 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   int threads = 2;
   app.add_option("--out", out, "Folder to write")->required();
-  app.add_option("--family", family, "gpt2 or gptj")->check(CLI::IsMember({"gpt2", "gptj"}))->capture_default_str();
-  app.add_option("--preset", preset, "gpt2, gpt2-medium, gpt2-large, gpt2-xl or gpt-j-6b (sizes below override it)")
-      ->check(CLI::IsMember({"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt-j-6b"}));
+  app.add_option("--family", family, "gpt2, gptj, llama, mistral, qwen2 or qwen3")
+      ->check(CLI::IsMember({"gpt2", "gptj", "llama", "mistral", "qwen2", "qwen3"}))
+      ->capture_default_str();
+  std::vector<std::string> preset_names = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt-j-6b"};
+  for (const auto& [name, llama] : llama_presets()) preset_names.push_back(name);
+  app.add_option("--preset", preset,
+                 "gpt2, gpt2-medium, gpt2-large, gpt2-xl, gpt-j-6b; llama-3-8b, llama-3.2-1b, mistral-7b, qwen2.5-7b, "
+                 "qwen3-8b and the tests' tiny-* (sizes below override it)")
+      ->check(CLI::IsMember(preset_names));
+  int64_t shards = 1;
+  app.add_option("--shards", shards, "Llama families: safetensors files (with model.safetensors.index.json)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--rotary-dim", rotary_dim, "GPT-J: rotated dimensions per head")->capture_default_str();
   auto* layers = app.add_option("--layers", config.n_layer, "Blocks")->check(CLI::PositiveNumber);
   auto* width = app.add_option("--width", config.n_embd, "n_embd")->check(CLI::PositiveNumber);
@@ -36,6 +120,38 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(threads);
+  const auto type = dtype == "f32" ? torch::kFloat32 : dtype == "f16" ? torch::kFloat16 : torch::kBFloat16;
+  if (family != "gpt2" && family != "gptj") {
+    const auto start = std::chrono::steady_clock::now();
+    auto llama = baukit::models::LlamaConfig::defaults(family);
+    if (!preset.empty()) {
+      if (!llama_presets().count(preset) || llama_presets().at(preset).model_type != family) {
+        std::cerr << "make-random-checkpoint: --preset " << preset << " is not a " << family << " preset\n";
+        return 1;
+      }
+      llama = llama_presets().at(preset);
+    }
+    if (layers->count()) llama.num_hidden_layers = config.n_layer;
+    if (width->count()) llama.hidden_size = config.n_embd;
+    if (heads->count()) llama.num_attention_heads = config.n_head;
+    if (vocab_option->count()) llama.vocab_size = config.vocab_size;
+    if (positions_option->count()) llama.max_position_embeddings = config.n_positions;
+    if (app.get_option("--dtype")->count() || preset.empty()) llama.weight_dtype = type;
+    llama.layer_types = baukit::models::LlamaConfig::default_layer_types(llama);  // for the sizes given
+    baukit::models::LlamaForCausalLM model(llama);
+    const std::set<std::string> tied =
+        llama.tie_word_embeddings ? std::set<std::string>{"lm_head.weight"} : std::set<std::string>{};
+    baukit::models::init_deterministic(*model, seed, tied);
+    baukit::models::save_checkpoint(*model, llama.to_json(), out, llama.weight_dtype, tied, shards);
+    for (const char* file : {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"})
+      if (fs::exists(tokenizer / file))
+        fs::copy_file(tokenizer / file, out / file, fs::copy_options::overwrite_existing);
+    std::cout << fmt::format("wrote {} {} ({} layers, {} wide, {} heads, {} key/value heads, {}) in {:.1f} s\n", family,
+                             out.string(), llama.num_hidden_layers, llama.hidden_size, llama.num_attention_heads,
+                             llama.kv_heads(), baukit::models::dtype_name(llama.weight_dtype),
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return 0;
+  }
 
   const std::map<std::string, std::array<int64_t, 3>> presets = {{"gpt2", {12, 768, 12}},
                                                                  {"gpt2-medium", {24, 1024, 16}},
@@ -54,7 +170,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto start = std::chrono::steady_clock::now();
-  const auto type = dtype == "f32" ? torch::kFloat32 : dtype == "f16" ? torch::kFloat16 : torch::kBFloat16;
   if (family == "gpt2") {
     baukit::models::GPT2LMHeadModel model(config);
     model->init_weights(seed);

@@ -17,6 +17,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/models/gptj.hpp>
+#include <baukit/models/llama.hpp>
 #include <baukit/models/onednn_linear.hpp>  // forwarding
 #include <baukit/models/skinny_matmul.hpp>  // forwarding
 #include <baukit/modules.hpp>

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <baukit/text/utf8.hpp>
 #include <baukit/tokenizer/error.hpp>
 #include <baukit/tokenizer/gpt2_files.hpp>
@@ -26,6 +27,13 @@
 #include <vector>
 
 namespace baukit {
+
+/// Texts encoded together, left-padded to the longest (`Tokenizer::encode_batch`).
+struct PaddedBatch {
+  std::vector<std::vector<int64_t>> input_ids;       ///< [batch][longest]: padding first, then the tokens.
+  std::vector<std::vector<int64_t>> attention_mask;  ///< [batch][longest]: 0 for padding, 1 for a token.
+  std::vector<std::vector<int64_t>> ids;             ///< Each text's ids, unpadded.
+};
 
 /// How `Tokenizer::encode` treats special tokens.
 struct EncodeOptions {
@@ -100,6 +108,27 @@ class Tokenizer {
   /// added as Hugging Face's `encode` does.
   [[nodiscard]] std::vector<int64_t> encode(std::string_view text, bool allow_special = false) const {
     return encode(text, EncodeOptions{allow_special, true});
+  }
+
+  /// Encodes each of `texts` and left-pads them to the longest with `pad_id` (masked out, so any id the model has),
+  /// as Hugging Face's `tokenizer(texts, padding=True)` with `padding_side="left"` does: what a batched forward
+  /// (`generate_ids`, `logit_lens_batch`) takes.
+  [[nodiscard]] PaddedBatch encode_batch(const std::vector<std::string>& texts, const EncodeOptions& options = {},
+                                         int64_t pad_id = 0) const {
+    PaddedBatch batch;
+    std::size_t longest = 0;
+    for (const auto& text : texts) {
+      batch.ids.push_back(encode(text, options));
+      longest = std::max(longest, batch.ids.back().size());
+    }
+    for (const auto& ids : batch.ids) {
+      const auto padding = longest - ids.size();
+      auto& row = batch.input_ids.emplace_back(padding, pad_id);
+      row.insert(row.end(), ids.begin(), ids.end());
+      auto& mask = batch.attention_mask.emplace_back(padding, 0);
+      mask.resize(longest, 1);
+    }
+    return batch;
   }
 
   /// The text of `ids` through the decoder, as Hugging Face's `decode` gives it (bytes that do not form valid

@@ -192,14 +192,13 @@ class NonFiniteError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// The seed's lens and delta lens for the prompt `ids`, with the statistics of `LensCell`. Throws `NonFiniteError`
-/// when the residual stream or the model's output holds NaN or infinity.
-inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>& ids, const LensOptions& options = {},
-                             const LensProgress& progress = {}) {
-  torch::NoGradGuard no_grad;
-  std::vector<std::string> labels;
-  torch::Tensor logits;
-  const auto stream = residual_stream(model, ids, options.attention_rows(), &labels, &logits);
+namespace detail {
+
+/// The lens and delta lens of one prompt from its stream `[rows, tokens, width]` (row 0 the embedding) and the
+/// model's logits `[tokens, vocab]`; `labels` names the rows.
+inline LensResult lens_of_stream(models::CausalLM& model, const torch::Tensor& stream, const torch::Tensor& logits,
+                                 const std::vector<std::string>& labels, const std::vector<int64_t>& ids,
+                                 const LensOptions& options, const LensProgress& progress) {
   const auto finite_rows = torch::isfinite(stream).flatten(1).all(1).cpu();
   for (int64_t row = 0; row < finite_rows.size(0); ++row)
     if (!finite_rows[row].item<bool>())
@@ -207,7 +206,7 @@ inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>
   auto decoder = make_decoder(model);
   // The model's output distribution: softmax(lm_head(ln_f(last block))), the decoder's math on the last row, already
   // computed by the forward.
-  const auto final_probs = torch::softmax(logits[0].to(torch::kFloat32), -1);
+  const auto final_probs = torch::softmax(logits.to(torch::kFloat32), -1);
   if (!torch::isfinite(final_probs).all().item<bool>())
     throw NonFiniteError("lens: the model's output distribution holds NaN or infinity");
   LensResult result;
@@ -222,6 +221,44 @@ inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>
   result.delta_lens = std::move(grids[1]);
   result.lens.rows = result.delta_lens.rows = std::vector<std::string>(labels.begin() + 1, labels.end());
   return result;
+}
+
+}  // namespace detail
+
+/// The seed's lens and delta lens for the prompt `ids`, with the statistics of `LensCell`. Throws `NonFiniteError`
+/// when the residual stream or the model's output holds NaN or infinity.
+inline LensResult logit_lens(models::CausalLM& model, const std::vector<int64_t>& ids, const LensOptions& options = {},
+                             const LensProgress& progress = {}) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> labels;
+  torch::Tensor logits;
+  const auto stream = residual_stream(model, ids, options.attention_rows(), &labels, &logits);
+  return detail::lens_of_stream(model, stream, logits[0], labels, ids, options, progress);
+}
+
+/// The lens of each of `prompts` (of any lengths) from one forward over the batch, left-padded: each result equals
+/// `logit_lens` on that prompt alone (the same tokens; probabilities and statistics within float rounding).
+/// `progress` is called per prompt's decode with (rows done, rows in all prompts).
+inline std::vector<LensResult> logit_lens_batch(models::CausalLM& model,
+                                                const std::vector<std::vector<int64_t>>& prompts,
+                                                const LensOptions& options = {}, const LensProgress& progress = {}) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> labels;
+  torch::Tensor logits;
+  const auto streams = residual_stream_batch(model, prompts, options.attention_rows(), &labels, &logits);
+  const int64_t tokens = streams.size(2), rows_per_prompt = 2 * (streams.size(0) - 1);
+  const int64_t total = rows_per_prompt * static_cast<int64_t>(prompts.size());
+  std::vector<LensResult> results;
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    const auto start = tokens - static_cast<int64_t>(prompts[b].size());  // past the left padding
+    const auto done = rows_per_prompt * static_cast<int64_t>(b);
+    const LensProgress step =
+        progress ? LensProgress([&](int64_t d, int64_t) { progress(done + d, total); }) : LensProgress();
+    results.push_back(detail::lens_of_stream(model, streams.select(1, static_cast<int64_t>(b)).slice(1, start),
+                                             logits[static_cast<int64_t>(b)].slice(0, start), labels, prompts[b],
+                                             options, step));
+  }
+  return results;
 }
 
 }  // namespace baukit

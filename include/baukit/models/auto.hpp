@@ -1,8 +1,15 @@
 /// @file auto.hpp
-/// @brief `from_pretrained(dir)` for any family the loader knows, chosen by `config.json`'s `model_type`.
+/// @brief `from_pretrained(dir)` for any registered family, chosen by `config.json`'s `model_type`; families
+/// register themselves, the library's own and a researcher's alike.
 ///
 /// @code
-/// std::shared_ptr<baukit::models::CausalLM> model = baukit::models::from_pretrained("gpt2-xl");
+/// std::shared_ptr<baukit::models::CausalLM> model = baukit::models::from_pretrained("Llama-3.2-1B");
+/// // A family written outside the library (see docs/adding-a-model-family.md), here one loaded as Llama:
+/// static const bool registered = baukit::models::register_family(
+///     "my_family", [](const std::filesystem::path& dir, const baukit::models::PretrainedOptions& options) {
+///       return std::shared_ptr<baukit::models::CausalLM>(
+///           baukit::models::LlamaForCausalLMImpl::from_pretrained(dir, options));
+///     });
 /// @endcode
 #pragma once
 
@@ -13,50 +20,105 @@
 #include <baukit/models/config.hpp>
 #include <baukit/models/gpt2.hpp>
 #include <baukit/models/gptj.hpp>
+#include <baukit/models/llama.hpp>
+#include <baukit/models/pretrained.hpp>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace baukit::models {
 
-/// Loads a model of family `model_type` from a checkpoint directory (with or without the NaN/infinity scan).
-using FamilyLoader = std::function<std::shared_ptr<CausalLM>(const std::filesystem::path& directory,
-                                                             torch::Device device, bool check_finite)>;
+/// Loads a model of one family from a checkpoint directory.
+using FamilyLoader =
+    std::function<std::shared_ptr<CausalLM>(const std::filesystem::path& directory, const PretrainedOptions& options)>;
 
-/// The families `from_pretrained` knows, by `model_type`.
-inline const std::map<std::string, FamilyLoader>& families() {
-  static const std::map<std::string, FamilyLoader> loaders = {
-      {"gpt2",
-       [](const std::filesystem::path& dir, torch::Device device, bool check_finite) -> std::shared_ptr<CausalLM> {
-         return GPT2LMHeadModelImpl::from_pretrained(dir, device, check_finite);
-       }},
-      {"gptj",
-       [](const std::filesystem::path& dir, torch::Device device, bool check_finite) -> std::shared_ptr<CausalLM> {
-         return GPTJForCausalLMImpl::from_pretrained(dir, device, check_finite);
-       }},
+namespace detail {
+
+/// The loaders by `model_type`, the library's own families first.
+struct FamilyRegistry {
+  std::mutex mutex;                             ///< Guards `loaders`.
+  std::map<std::string, FamilyLoader> loaders;  ///< By `model_type`.
+};
+
+/// GPT-2 and GPT-J keep their positional signatures; they take no weight-dtype choice yet.
+template <class Impl>
+FamilyLoader positional_loader(const char* family) {
+  return [family](const std::filesystem::path& dir, const PretrainedOptions& options) -> std::shared_ptr<CausalLM> {
+    if (options.weight_dtype())
+      throw std::invalid_argument(
+          fmt::format("{}: PretrainedOptions::weight_dtype is not supported for this family", family));
+    return Impl::from_pretrained(dir, options.device(), options.check_finite());
   };
-  return loaders;
+}
+
+inline FamilyRegistry& family_registry() {
+  static FamilyRegistry registry;
+  static const bool built_in = [] {
+    auto& r = registry;
+    r.loaders["gpt2"] = positional_loader<GPT2LMHeadModelImpl>("gpt2");
+    r.loaders["gptj"] = positional_loader<GPTJForCausalLMImpl>("gptj");
+    for (const auto& type : LlamaConfig::model_types())
+      r.loaders[type] = [](const std::filesystem::path& dir, const PretrainedOptions& options) {
+        return std::shared_ptr<CausalLM>(LlamaForCausalLMImpl::from_pretrained(dir, options));
+      };
+    return true;
+  }();
+  (void)built_in;
+  return registry;
+}
+
+}  // namespace detail
+
+/// Makes `from_pretrained` (and so `baukit-lens`'s loading and the lens) load checkpoints whose `config.json` has
+/// this `model_type` with `loader`. Throws `std::invalid_argument` if the type is already registered, unless
+/// `replace`. Returns true, so that a namespace-scope `static const bool` can register a family at start-up.
+inline bool register_family(const std::string& model_type, FamilyLoader loader, bool replace = false) {
+  if (model_type.empty() || !loader) throw std::invalid_argument("register_family: needs a model_type and a loader");
+  auto& registry = detail::family_registry();
+  const std::lock_guard lock(registry.mutex);
+  if (!replace && registry.loaders.count(model_type))
+    throw std::invalid_argument(
+        fmt::format("register_family: model_type '{}' is already registered (pass replace = true)", model_type));
+  registry.loaders[model_type] = std::move(loader);
+  return true;
+}
+
+/// The `model_type`s `from_pretrained` knows, sorted.
+inline std::vector<std::string> family_names() {
+  auto& registry = detail::family_registry();
+  const std::lock_guard lock(registry.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, loader] : registry.loaders) names.push_back(name);
+  return names;
 }
 
 /// Loads the checkpoint in `directory`, choosing the family by `config.json`'s `model_type`; an unknown family
-/// fails by name, listing the known ones. The model is in eval mode. `check_finite` scans every weight for NaN and
-/// infinity while loading (reading every byte; without it, weights are read only when used).
+/// fails by name, listing the known ones. The model is in eval mode.
 inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& directory,
-                                                 torch::Device device = torch::kCPU, bool check_finite = true) {
+                                                 const PretrainedOptions& options = {}) {
   const auto config = ConfigFile::read(directory);
   if (!config.json.contains("model_type")) config.fail("model_type", "is missing: cannot tell the model family");
   const auto type = config.get<std::string>("model_type", "");
-  const auto& known = families();
-  auto it = known.find(type);
-  if (it == known.end()) {
-    std::vector<std::string> names;
-    for (const auto& [name, loader] : known) names.push_back(name);
-    config.fail("model_type",
-                fmt::format("is '{}', which baukit-cpp does not know (known: {})", type, fmt::join(names, ", ")));
+  FamilyLoader loader;
+  {
+    auto& registry = detail::family_registry();
+    const std::lock_guard lock(registry.mutex);
+    if (auto it = registry.loaders.find(type); it != registry.loaders.end()) loader = it->second;
   }
-  return it->second(directory, device, check_finite);
+  if (!loader)
+    config.fail("model_type", fmt::format("is '{}', which baukit-cpp does not know (known: {})", type,
+                                          fmt::join(family_names(), ", ")));
+  return loader(directory, options);
+}
+
+/// As above, on `device`, with or without the NaN/infinity scan (`check_finite`).
+inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& directory, torch::Device device,
+                                                 bool check_finite = true) {
+  return from_pretrained(directory, PretrainedOptions().device(device).check_finite(check_finite));
 }
 
 }  // namespace baukit::models

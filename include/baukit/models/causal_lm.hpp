@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace baukit::models {
@@ -20,6 +21,18 @@ struct KVCache {
   explicit KVCache(std::size_t layers = 0) : keys(layers), values(layers) {}
   /// The number of cached positions.
   [[nodiscard]] int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+
+  /// Appends layer `layer`'s new keys and values ([batch, heads, tokens, head_dim]) along the positions and returns
+  /// all of them, past and new; throws naming the layer if the cache has no slot for it.
+  std::pair<torch::Tensor, torch::Tensor> append(std::size_t layer, const torch::Tensor& key,
+                                                 const torch::Tensor& value) {
+    if (layer >= keys.size())
+      throw std::out_of_range(fmt::format("KVCache: layer {} of a cache for {} layers", layer, keys.size()));
+    auto &past_key = keys[layer], &past_value = values[layer];
+    past_key = past_key.defined() ? torch::cat({past_key, key}, 2) : key;
+    past_value = past_value.defined() ? torch::cat({past_value, value}, 2) : value;
+    return {past_key, past_value};
+  }
 };
 
 /// Token positions and the attention mask for a causal forward, as every family computes them.

@@ -1,0 +1,32 @@
+# ctest fixture: writes the Llama-architecture test checkpoints (fixtures.json) into DEST with make-random-checkpoint
+# (TOOL), each with its real tokenizer from VOCABULARIES, and checks each weight file's SHA-256 against the
+# checksums the references (<fixture>.json) were computed on: the weights are a deterministic hash of the seed,
+# the same bits on every machine, so a mismatch means the generator changed and the references must be remade.
+file(READ ${SOURCE}/fixtures.json spec)
+string(JSON count LENGTH "${spec}" fixtures)
+math(EXPR last "${count} - 1")
+foreach(i RANGE ${last})
+  foreach(key name family preset tokenizer seed shards)
+    string(JSON ${key} GET "${spec}" fixtures ${i} ${key})
+  endforeach()
+  set(out ${DEST}/${name})
+  file(REMOVE_RECURSE ${out})
+  execute_process(COMMAND ${TOOL} --family ${family} --preset ${preset} --tokenizer ${VOCABULARIES}/${tokenizer}
+                          --seed ${seed} --shards ${shards} --threads 1 --out ${out}
+                  RESULT_VARIABLE rc OUTPUT_QUIET)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "llama fixtures: make-random-checkpoint for ${name} failed (${rc})")
+  endif()
+  file(READ ${SOURCE}/${name}.json reference)
+  string(JSON files LENGTH "${reference}" checksums)
+  math(EXPR last_file "${files} - 1")
+  foreach(f RANGE ${last_file})
+    string(JSON file MEMBER "${reference}" checksums ${f})
+    string(JSON expected GET "${reference}" checksums ${file})
+    file(SHA256 ${out}/${file} actual)
+    if(NOT actual STREQUAL expected)
+      message(FATAL_ERROR "llama fixtures: ${name}/${file} has SHA-256 ${actual}, but the reference was computed on "
+                          "${expected}: remake the references (tests/data/llama/README.md)")
+    endif()
+  endforeach()
+endforeach()
