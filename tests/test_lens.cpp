@@ -182,6 +182,56 @@ TEST_CASE("baukit-lens --json on the GPT-J fixture equals its reference lens", "
   CHECK(result.output.find("gptj") != std::string::npos);
 }
 
+namespace {
+
+// A model whose logits are a transform of its unembedding's output (Gemma 2's final soft-capping, here on GPT-2).
+struct SoftCapImpl : torch::nn::Cloneable<SoftCapImpl> {
+  explicit SoftCapImpl(double cap) : cap(cap) {}
+  void reset() override {}
+  torch::Tensor forward(const torch::Tensor& logits) { return torch::tanh(logits / cap) * cap; }
+  double cap;
+};
+BAUKIT_TRACED_MODULE(SoftCap);
+
+struct CappedGPT2 : baukit::models::GPT2LMHeadModelImpl {
+  explicit CappedGPT2(baukit::models::GPT2Config config) : GPT2LMHeadModelImpl(std::move(config)) {
+    cap = register_module("cap", SoftCap(1.0));
+  }
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask, baukit::models::KVCache* cache) override {
+    return cap(GPT2LMHeadModelImpl::forward(ids, mask, cache));
+  }
+  torch::nn::AnyModule logit_transform() override { return torch::nn::AnyModule(cap); }
+  SoftCap cap{nullptr};
+};
+
+}  // namespace
+
+TEST_CASE("A model's logit transform is in its lens decoder, so the last layer's lens is its output", "[lens]") {
+  const auto dir = kFixtures / "gpt2-tiny";
+  auto plain = baukit::models::GPT2LMHeadModelImpl::from_pretrained(dir);
+  auto capped = baukit::models::build_pretrained<CappedGPT2>(
+      baukit::models::GPT2Config::from_pretrained(dir), baukit::io::read_checkpoint(dir),
+      baukit::io::LoadOptions().optional_prefix("transformer.").ignore(R"(\.attn\.(masked_)?bias$)").may_be_missing({"lm_head.weight"}),
+      dir, {});
+  const auto decoder = baukit::make_decoder(*capped);
+  REQUIRE(decoder->size() == 4);
+  CHECK(decoder->named_children()[2].key() == "logit_transform");
+  CHECK(baukit::make_decoder(*plain)->size() == 3);
+  const std::vector<int64_t> ids = {13, 383, 4687, 39949, 318, 5140, 287};
+  const auto with_cap = baukit::logit_lens(*capped, ids);
+  const auto without = baukit::logit_lens(*plain, ids);
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    CAPTURE(t);
+    CHECK(with_cap.lens.cells.back()[t].kl_to_final < 1e-5);  // the decoder is the model's own head
+    CHECK(with_cap.lens.cells.back()[t].probs[0] < without.lens.cells.back()[t].probs[0]);  // capped: flatter
+  }
+  // The plain model's head applied to the capped model's output distribution would be far from it.
+  const auto logits = plain->forward(torch::tensor(ids, torch::kLong).unsqueeze(0), {}, nullptr)[0];
+  const auto capped_probs = torch::softmax(capped->forward(torch::tensor(ids, torch::kLong).unsqueeze(0), {}, nullptr)[0], -1);
+  const auto kl = (capped_probs * (capped_probs.log() - torch::log_softmax(logits, -1))).sum(-1);
+  CHECK(kl.min().item<double>() > 1e-3);
+}
+
 TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy is bounded, targets are ranked",
           "[lens]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");

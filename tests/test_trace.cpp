@@ -386,6 +386,81 @@ TEST_CASE("make_traceable converts a Sequential in place; utilities find, freeze
   CHECK(baukit::module_names(*model, std::regex("tail.*")) == std::vector<std::string>{"tail", "tail.0", "tail.1"});
 }
 
+namespace {
+
+// A user's network with stock containers: a whole Sequential member, ModuleList and ModuleDict elements.
+struct Containers : torch::nn::Module {
+  baukit::TracedSequential stem{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  torch::nn::ModuleDict heads{nullptr};
+  bool plain_call = false;  // call the list's elements through their plain type (the mistake)
+  Containers() {
+    stem = register_module("stem", baukit::TracedSequential(baukit::TracedLinear(3, 3), baukit::TracedReLU()));
+    layers = register_module("layers", torch::nn::ModuleList(baukit::TracedLinear(3, 3), baukit::TracedLinear(3, 3)));
+    heads = register_module("heads", torch::nn::ModuleDict());
+    heads->update({{"score", baukit::TracedLinear(3, 1).ptr()}});
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = stem(x);
+    for (const auto& layer : *layers)
+      h = plain_call ? layer->as<torch::nn::Linear>()->forward(h) : layer->as<baukit::TracedLinear>()->forward(h);
+    return heads["score"]->as<baukit::TracedLinear>()->forward(h);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A whole Sequential, ModuleList and ModuleDict elements of a user's network are traceable", "[traced]") {
+  Containers net;
+  const auto x = torch::randn({2, 3});
+  const auto clean = net.forward(x);
+  {
+    baukit::TraceDict tr(net, {"stem", "stem.0", "layers.1", "heads.score"});
+    const auto y = net.forward(x);
+    CHECK(torch::equal(tr["heads.score"].output(), y));
+    CHECK(torch::equal(tr["stem"].output(), torch::relu(tr["stem.0"].output())));
+    CHECK(tr["layers.1"].output().sizes() == torch::IntArrayRef({2, 3}));
+  }
+  {  // the whole Sequential's output edited: the network's output follows
+    baukit::Trace tr(net, "stem", baukit::TraceOptions().edit_output([](const torch::Tensor& h) { return h * 0; }));
+    const auto zeroed = net.forward(x);
+    CHECK_FALSE(torch::equal(zeroed, clean));
+    auto h = torch::zeros({2, 3});  // what the rest of the network makes of a zero stem
+    for (const auto& layer : *net.layers) h = layer->as<baukit::TracedLinear>()->forward(h);
+    CHECK(torch::allclose(zeroed, net.heads["score"]->as<baukit::TracedLinear>()->forward(h)));
+  }
+  CHECK(net.stem->named_children().size() == 2);
+  // Clones of a traced Sequential stay traceable and own their weights.
+  auto copy = std::dynamic_pointer_cast<baukit::Traced<torch::nn::SequentialImpl>>(net.stem->clone());
+  REQUIRE(copy);
+  CHECK(copy->named_parameters()["0.weight"].data_ptr() != net.stem->named_parameters()["0.weight"].data_ptr());
+  // Called through the plain type, a traced element skips its hooks, and reading the trace says so.
+  net.plain_call = true;
+  baukit::Trace tr(net, "layers.0");
+  CHECK(torch::equal(net.forward(x), clean));
+  CHECK_THROWS_WITH(tr.output(), Catch::Contains("'layers.0'") && Catch::Contains("as<baukit::TracedLinear>()"));
+}
+
+TEST_CASE("make_traceable converts the elements of a TracedSequential inside, and changes nothing on an unknown one", "[modules]") {
+  auto seq = torch::nn::Sequential(torch::nn::Linear(3, 3),
+                                   baukit::TracedSequential(torch::nn::Linear(3, 3), torch::nn::GELU()));
+  const auto weight = seq[1]->named_parameters()["0.weight"];
+  baukit::make_traceable(seq);
+  baukit::TracedSequential whole = baukit::traced(seq);
+  baukit::TraceDict tr(*whole, {"0", "1", "1.1"});
+  const auto x = torch::randn({2, 3});
+  const auto y = whole(x);
+  CHECK(torch::equal(tr["1"].output(), y));
+  CHECK(torch::equal(tr["1.1"].output(), y));
+  CHECK(whole->named_parameters()["1.0.weight"].data_ptr() == weight.data_ptr());  // shared, not copied
+  // An element of an unknown type, inside a nested Sequential: an error naming it, and nothing converted.
+  auto mixed = torch::nn::Sequential(torch::nn::Linear(3, 3),
+                                     baukit::TracedSequential(torch::nn::Linear(3, 3), torch::nn::Conv1d(1, 1, 1)));
+  CHECK_THROWS_WITH(baukit::make_traceable(mixed), Catch::Contains("'1.1'") && Catch::Contains("Conv1d"));
+  CHECK(dynamic_cast<baukit::Hookable*>(mixed[0].get()) == nullptr);
+  CHECK(dynamic_cast<baukit::Hookable*>(mixed[1]->as<torch::nn::SequentialImpl>()->ptr(0).get()) == nullptr);
+}
+
 TEST_CASE("The natural forms compile: braced lists, a regex, a holder, a CausalLM and its shared_ptr",
           "[trace][tracedict]") {
   Toy model;

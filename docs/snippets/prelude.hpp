@@ -3,6 +3,7 @@
 #pragma once
 
 #include <baukit/baukit.hpp>
+#include <baukit/lens/command.hpp>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -21,5 +22,8 @@ extern std::string text, page_html, prompt, pickle_bytes;
 extern std::filesystem::path dir, directory;
 extern baukit::io::Unpickler::StorageLoader load_storage;
 extern baukit::models::ConfigFile file;
+extern baukit::models::FamilyLoader my_loader;  // a family's loader (register_family)
+extern int argc;
+extern char** argv;
 }  // namespace snippet_names
 using namespace snippet_names;

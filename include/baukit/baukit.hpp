@@ -19,6 +19,7 @@
 #include <baukit/models/gptj.hpp>
 #include <baukit/models/llama.hpp>
 #include <baukit/models/onednn_linear.hpp>  // forwarding
+#include <baukit/models/parity.hpp>
 #include <baukit/models/skinny_matmul.hpp>  // forwarding
 #include <baukit/modules.hpp>
 #include <baukit/show.hpp>

@@ -215,8 +215,23 @@ inline constexpr bool module_is_virtual_base = !requires(torch::nn::Module * mod
 
 }  // namespace detail
 
+/// The `forward` that `Traced<Impl>` re-declares, as a member-function pointer type: `Impl::forward`'s own. A module
+/// whose `forward` is a template or overloaded names one signature by specializing this, as baukit-cpp does for
+/// `torch::nn::SequentialImpl` (a tensor to a tensor).
+template <class Impl>
+struct TracedSignature {
+  using type = decltype(&Impl::forward);  ///< The signature.
+};
+
+/// A whole `torch::nn::Sequential` is traced as a function of one tensor.
+template <>
+struct TracedSignature<torch::nn::SequentialImpl> {
+  using type = torch::Tensor (torch::nn::SequentialImpl::*)(torch::Tensor);  ///< The signature.
+};
+
 /// Makes the libtorch module `Impl` traceable: same parameters, buffers, submodules, names and `forward`
-/// signature, plus hooks. `Impl::forward` must not be overloaded or a template.
+/// signature, plus hooks. `Impl::forward` must not be overloaded or a template, unless `TracedSignature<Impl>`
+/// names the one to trace (`Traced<torch::nn::SequentialImpl>`, a whole Sequential, is one).
 ///
 /// @code
 /// baukit::TracedLinear proj(torch::nn::LinearOptions(16, 4));   // a traceable torch::nn::Linear
@@ -224,8 +239,8 @@ inline constexpr bool module_is_virtual_base = !requires(torch::nn::Module * mod
 /// baukit::make_traceable(seq);                                   // every element, in place
 /// @endcode
 template <class Impl>
-class Traced : public detail::TracedForward<Impl, decltype(&Impl::forward)> {
-  using Base = detail::TracedForward<Impl, decltype(&Impl::forward)>;
+class Traced : public detail::TracedForward<Impl, typename TracedSignature<Impl>::type> {
+  using Base = detail::TracedForward<Impl, typename TracedSignature<Impl>::type>;
 
   template <class... Args>
   static constexpr bool is_copy_of_impl = sizeof...(Args) == 1 &&
@@ -290,5 +305,7 @@ using TracedSoftmax = torch::nn::ModuleHolder<Traced<torch::nn::SoftmaxImpl>>;
 using TracedGELU = torch::nn::ModuleHolder<Traced<torch::nn::GELUImpl>>;
 /// A traceable `torch::nn::ReLU`.
 using TracedReLU = torch::nn::ModuleHolder<Traced<torch::nn::ReLUImpl>>;
+/// A whole traceable `torch::nn::Sequential` (a tensor in, a tensor out), e.g. a member of your own network.
+using TracedSequential = torch::nn::ModuleHolder<Traced<torch::nn::SequentialImpl>>;
 
 }  // namespace baukit

@@ -127,37 +127,58 @@ void replace_module(torch::nn::Module& model, const std::string& name, std::shar
   });
 }
 
-/// Makes every element of `seq` traceable in place, wrapping known libtorch modules in `Traced<...>` (their
-/// parameters are shared, not copied). Elements already traceable are kept. Other module types can be listed
-/// as template arguments: `make_traceable<MyBlockImpl>(seq)`. Throws, changing nothing, on an element of
-/// another type.
+namespace detail {
+
+/// `make_traceable`'s work on `seq` (named `path` in the outermost one): with `apply` false only the check, which
+/// throws naming the first element it cannot make traceable; with `apply` true the conversion.
 template <class... ExtraImpls>
-void make_traceable(torch::nn::Sequential& seq) {
-  std::vector<torch::nn::AnyModule> wrapped(seq->size());
+void make_traceable_elements(torch::nn::SequentialImpl& seq, bool apply, const std::string& path) {
+  std::vector<torch::nn::AnyModule> wrapped(seq.size());
   std::size_t index = 0;
-  auto element = seq->begin();
-  for (const auto& child : seq->named_children()) {
+  auto element = seq.begin();
+  for (const auto& child : seq.named_children()) {
     const torch::nn::AnyModule& any = *element++;
     auto& out = wrapped[index++];
+    namespace nn = torch::nn;
+    const auto name = path.empty() ? child.key() : path + "." + child.key();
+    if (auto inner = std::dynamic_pointer_cast<nn::SequentialImpl>(any.ptr())) {  // a Sequential inside: its
+      make_traceable_elements<ExtraImpls...>(*inner, apply, name);                // elements, then itself
+      out = dynamic_cast<Hookable*>(inner.get()) ? any : nn::AnyModule(traced(inner));
+      continue;
+    }
     if (dynamic_cast<Hookable*>(any.ptr().get())) {
       out = any;
       continue;
     }
-    namespace nn = torch::nn;
-    const bool known = detail::wrap_if<nn::LinearImpl>(any, out) || detail::wrap_if<nn::LayerNormImpl>(any, out) ||
-                       detail::wrap_if<nn::EmbeddingImpl>(any, out) || detail::wrap_if<nn::DropoutImpl>(any, out) ||
-                       detail::wrap_if<nn::SoftmaxImpl>(any, out) || detail::wrap_if<nn::LogSoftmaxImpl>(any, out) ||
-                       detail::wrap_if<nn::GELUImpl>(any, out) || detail::wrap_if<nn::ReLUImpl>(any, out) ||
-                       detail::wrap_if<nn::TanhImpl>(any, out) || detail::wrap_if<nn::SigmoidImpl>(any, out) ||
-                       detail::wrap_if<nn::IdentityImpl>(any, out) || (detail::wrap_if<ExtraImpls>(any, out) || ...);
+    const bool known = wrap_if<nn::LinearImpl>(any, out) || wrap_if<nn::LayerNormImpl>(any, out) ||
+                       wrap_if<nn::EmbeddingImpl>(any, out) || wrap_if<nn::DropoutImpl>(any, out) ||
+                       wrap_if<nn::SoftmaxImpl>(any, out) || wrap_if<nn::LogSoftmaxImpl>(any, out) ||
+                       wrap_if<nn::GELUImpl>(any, out) || wrap_if<nn::ReLUImpl>(any, out) ||
+                       wrap_if<nn::TanhImpl>(any, out) || wrap_if<nn::SigmoidImpl>(any, out) ||
+                       wrap_if<nn::IdentityImpl>(any, out) || (wrap_if<ExtraImpls>(any, out) || ...);
     if (!known)
       throw std::invalid_argument(
           fmt::format("baukit: cannot make element '{}' ({}) traceable: name its Impl type as a template argument, "
                       "make_traceable<{}>(seq)",
-                      child.key(), any.ptr()->name(), any.ptr()->name()));
+                      name, any.ptr()->name(), any.ptr()->name()));
   }
+  if (!apply) return;
   index = 0;
-  detail::rebuild_sequential(*seq, [&](const std::string&, const torch::nn::AnyModule&) { return wrapped[index++]; });
+  rebuild_sequential(seq, [&](const std::string&, const torch::nn::AnyModule&) { return wrapped[index++]; });
+}
+
+}  // namespace detail
+
+/// Makes every element of `seq` traceable in place, wrapping known libtorch modules in `Traced<...>` (their
+/// parameters are shared, not copied), and the elements of a `TracedSequential` inside it (libtorch's own
+/// `Sequential` cannot be an element: its `forward` is a template). Elements already traceable are kept. Other module
+/// types can be listed as template arguments: `make_traceable<MyBlockImpl>(seq)`. Throws, changing nothing, on an
+/// element of another type. To trace the whole `seq` too, hold it as `baukit::TracedSequential` (`baukit::traced(seq)`
+/// shares its elements).
+template <class... ExtraImpls>
+void make_traceable(torch::nn::Sequential& seq) {
+  detail::make_traceable_elements<ExtraImpls...>(*seq, false, "");  // first only the check: nothing changes on error
+  detail::make_traceable_elements<ExtraImpls...>(*seq, true, "");
 }
 
 /// A new Sequential holding the elements `first` up to, but not including, `last` (by element name) of `seq`,

@@ -514,8 +514,9 @@ class Trace {
   T convert(const torch::IValue& value, const char* what, const char* option) const {
     if (state().calls == 0)
       throw std::logic_error(
-          fmt::format("baukit: no {} for layer '{}': the layer has not run since the trace "
-                      "was attached",
+          fmt::format("baukit: no {} for layer '{}': the layer has not run its hooks since the trace was "
+                      "attached (if the network did call it: a traced module called through its plain type, as "
+                      "list[i]->as<torch::nn::Linear>(), skips them; call it as as<baukit::TracedLinear>())",
                       what, state().layer));
     if (value.isNone())
       throw std::logic_error(fmt::format("baukit: no {} for layer '{}': the trace was made without {}(true)", what,

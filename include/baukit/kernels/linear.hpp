@@ -1,8 +1,9 @@
 /// @file linear.hpp
 /// @brief `kernels::linear`: the one place that chooses how a layer's product runs. A few rows (a short prompt, one
-/// generated token) are bound by weight bytes: the skinny kernels. Many rows are compute-bound: libtorch's BLAS,
-/// or oneDNN where that BLAS still runs generic kernels on this CPU. Anything else (autograd, other dtypes,
-/// devices) goes to libtorch, with weights stored in another dtype upcast for the call.
+/// generated token) are bound by weight bytes: the skinny kernels, which also read F16/BF16 weights as stored.
+/// Many rows are compute-bound: libtorch's BLAS, or oneDNN where that BLAS still runs generic kernels on this CPU.
+/// Anything else (autograd, other dtypes, devices) goes to libtorch, with weights stored in another dtype upcast
+/// for the call.
 ///
 /// @code
 /// torch::Tensor y = baukit::kernels::linear(x, weight, bias, baukit::kernels::WeightLayout::out_in);  // x @ W.T + b

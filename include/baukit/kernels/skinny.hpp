@@ -40,6 +40,15 @@ struct Vec {
   static constexpr int kWidth = 16, kRows = 8, kDotColumns = 3;
   static type zero() { return _mm512_setzero_ps(); }
   static type load(const float* p) { return _mm512_loadu_ps(p); }
+  /// 16 BF16 values as floats: each is the upper half of its float's bits.
+  static type load(const c10::BFloat16* p) {
+    const auto bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  }
+  /// 16 F16 values as floats.
+  static type load(const c10::Half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static void store(float* p, type v) { _mm512_storeu_ps(p, v); }
   static type broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static type fmadd(type a, type b, type c) { return _mm512_fmadd_ps(a, b, c); }
@@ -50,7 +59,7 @@ struct Vec {
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace avx2 {
 /// 8 floats in a ymm register; 16 registers hold 4 rows x 2 vectors of accumulators.
 struct Vec {
@@ -58,6 +67,13 @@ struct Vec {
   static constexpr int kWidth = 8, kRows = 4, kDotColumns = 2;
   static type zero() { return _mm256_setzero_ps(); }
   static type load(const float* p) { return _mm256_loadu_ps(p); }
+  /// 8 BF16 values as floats: each is the upper half of its float's bits.
+  static type load(const c10::BFloat16* p) {
+    const auto bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+  }
+  /// 8 F16 values as floats.
+  static type load(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static void store(float* p, type v) { _mm256_storeu_ps(p, v); }
   static type broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static type fmadd(type a, type b, type c) { return _mm256_fmadd_ps(a, b, c); }
@@ -78,9 +94,11 @@ enum class SkinnyIsa { none, avx2, avx512 };
 /// The best instruction set this CPU runs (checked once).
 inline SkinnyIsa skinny_isa() {
 #ifdef BAUKIT_SKINNY_MATMUL_X86
-  static const SkinnyIsa isa = __builtin_cpu_supports("avx512f")                                 ? SkinnyIsa::avx512
-                               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? SkinnyIsa::avx2
-                                                                                                 : SkinnyIsa::none;
+  static const SkinnyIsa isa =
+      __builtin_cpu_supports("avx512f") ? SkinnyIsa::avx512
+      : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")
+          ? SkinnyIsa::avx2
+          : SkinnyIsa::none;
   return isa;
 #else
   return SkinnyIsa::none;
@@ -89,34 +107,40 @@ inline SkinnyIsa skinny_isa() {
 
 /// Whether `x @ weight (+ bias)` is a float32 product of dense 2-D CPU tensors (`bias` undefined or float32 on the
 /// CPU) that no autograd graph must record (autograd must see the product, so that goes to libtorch): what every
-/// hand-chosen kernel here and in onednn.hpp needs.
-inline bool plain_float_product(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
-  const auto is_cpu_float = [](const torch::Tensor& t) {
-    return t.layout() == torch::kStrided && t.device().is_cpu() && t.scalar_type() == torch::kFloat32;
+/// hand-chosen kernel here and in onednn.hpp needs. With `half_weights`, the weight (and bias) may also be BF16 or
+/// F16.
+inline bool plain_float_product(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight,
+                                bool half_weights = false) {
+  const auto is_cpu = [](const torch::Tensor& t, bool half) {
+    const auto type = t.scalar_type();
+    return t.layout() == torch::kStrided && t.device().is_cpu() &&
+           (type == torch::kFloat32 || (half && (type == torch::kBFloat16 || type == torch::kHalf)));
   };
   const bool records_graph = torch::GradMode::is_enabled() &&
                              (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  return !records_graph && x.dim() == 2 && weight.dim() == 2 && is_cpu_float(x) && is_cpu_float(weight) &&
-         (!bias.defined() || is_cpu_float(bias));
+  return !records_graph && x.dim() == 2 && weight.dim() == 2 && is_cpu(x, false) && is_cpu(weight, half_weights) &&
+         (!bias.defined() || is_cpu(bias, half_weights));
 }
 
 /// Whether `x` [m, k] and a weight can go to a skinny kernel: a `plain_float_product` with a few rows, the weight
-/// contiguous, on a CPU with a kernel.
-inline bool skinny_applies(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight) {
-  return skinny_isa() != SkinnyIsa::none && plain_float_product(bias, x, weight) && x.size(0) > 0 &&
+/// contiguous, on a CPU with a kernel. With `half_weights`, a BF16 or F16 weight (and bias) qualifies too: the
+/// `out_in` kernels widen it as they load it.
+inline bool skinny_applies(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight,
+                           bool half_weights = false) {
+  return skinny_isa() != SkinnyIsa::none && plain_float_product(bias, x, weight, half_weights) && x.size(0) > 0 &&
          x.size(0) <= kSkinnyMaxRows && weight.is_contiguous();
 }
 
 /// Runs `columns(x, w, y, m, k, n, begin, end)` for the output columns split over threads in whole `step`s, so
-/// each thread reads its own part of the weight once, then adds `bias`.
-template <class Columns>
+/// each thread reads its own part of the weight (of element type `Weight`) once, then adds `bias`.
+template <class Weight, class Columns>
 torch::Tensor skinny_product(const torch::Tensor& bias, const torch::Tensor& x, const torch::Tensor& weight, int64_t n,
                              int64_t step, Columns columns) {
   const auto input = x.contiguous();
   const int64_t m = input.size(0), k = input.size(1);
   auto y = torch::empty({m, n}, input.options());
   const float* xp = input.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
+  const auto* wp = static_cast<const Weight*>(weight.data_ptr());
   float* yp = y.data_ptr<float>();
   const int64_t steps = (n + step - 1) / step;
   at::parallel_for(0, steps, 8, [&](int64_t begin, int64_t end) {
@@ -143,25 +167,35 @@ inline std::optional<torch::Tensor> skinny_addmm(const torch::Tensor& bias, cons
     return std::nullopt;
 #ifdef BAUKIT_SKINNY_MATMUL_X86
   if (detail::skinny_isa() == detail::SkinnyIsa::avx512)
-    return detail::skinny_product(bias, x, weight, weight.size(1), 16, detail::avx512::in_out_columns);
-  return detail::skinny_product(bias, x, weight, weight.size(1), 8, detail::avx2::in_out_columns);
+    return detail::skinny_product<float>(bias, x, weight, weight.size(1), 16, detail::avx512::in_out_columns);
+  return detail::skinny_product<float>(bias, x, weight, weight.size(1), 8, detail::avx2::in_out_columns);
 #else
   return std::nullopt;
 #endif
 }
 
 /// `x @ weight.T + bias` for `x` [m, k] with m <= kSkinnyMaxRows, `weight` [n, k] (Linear's layout, k a multiple
-/// of 16) and `bias` [n] (undefined: none), under the same conditions as `skinny_addmm`; `std::nullopt` when they
-/// do not hold, so the caller uses `torch::linear`.
+/// of 16) and `bias` [n] (undefined: none), under the same conditions as `skinny_addmm` except that the weight and
+/// bias may also be BF16 or F16 (as checkpoints store them): each weight is widened to float32 in registers as it
+/// is read, so the product reads the weight's own bytes once and never upcasts it whole (the same values as
+/// `torch::linear` on the upcast weight, up to float rounding order). `std::nullopt` when the conditions do not
+/// hold, so the caller uses `torch::linear`.
 inline std::optional<torch::Tensor> skinny_linear(const torch::Tensor& x, const torch::Tensor& weight,
                                                   const torch::Tensor& bias) {
-  if (!detail::skinny_applies(bias, x, weight) || x.size(1) != weight.size(1) || weight.size(1) % 16 != 0)
+  if (!detail::skinny_applies(bias, x, weight, /*half_weights=*/true) || x.size(1) != weight.size(1) ||
+      weight.size(1) % 16 != 0)
     return std::nullopt;
 #ifdef BAUKIT_SKINNY_MATMUL_X86
   // Threads split the output features in steps of 48, a multiple of every kernel's features per pass.
-  if (detail::skinny_isa() == detail::SkinnyIsa::avx512)
-    return detail::skinny_product(bias, x, weight, weight.size(0), 48, detail::avx512::out_in_columns);
-  return detail::skinny_product(bias, x, weight, weight.size(0), 48, detail::avx2::out_in_columns);
+  const auto product = [&]<class Weight>(Weight*) {
+    if (detail::skinny_isa() == detail::SkinnyIsa::avx512)
+      return detail::skinny_product<Weight>(bias, x, weight, weight.size(0), 48,
+                                            detail::avx512::out_in_columns<Weight>);
+    return detail::skinny_product<Weight>(bias, x, weight, weight.size(0), 48, detail::avx2::out_in_columns<Weight>);
+  };
+  if (weight.scalar_type() == torch::kBFloat16) return product(static_cast<c10::BFloat16*>(nullptr));
+  if (weight.scalar_type() == torch::kHalf) return product(static_cast<c10::Half*>(nullptr));
+  return product(static_cast<float*>(nullptr));
 #else
   return std::nullopt;
 #endif

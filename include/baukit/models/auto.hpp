@@ -6,9 +6,9 @@
 /// std::shared_ptr<baukit::models::CausalLM> model = baukit::models::from_pretrained("Llama-3.2-1B");
 /// // A family written outside the library (see docs/adding-a-model-family.md), here one loaded as Llama:
 /// static const bool registered = baukit::models::register_family(
-///     "my_family", [](const std::filesystem::path& dir, const baukit::models::PretrainedOptions& options) {
+///     "my_family", [](const baukit::models::ConfigFile& config, const baukit::models::PretrainedOptions& options) {
 ///       return std::shared_ptr<baukit::models::CausalLM>(
-///           baukit::models::LlamaForCausalLMImpl::from_pretrained(dir, options));
+///           baukit::models::LlamaForCausalLMImpl::from_config(config, options));
 ///     });
 /// @endcode
 #pragma once
@@ -32,9 +32,9 @@
 
 namespace baukit::models {
 
-/// Loads a model of one family from a checkpoint directory.
+/// Loads a model of one family from its parsed `config.json` (the checkpoint is in `config.path.parent_path()`).
 using FamilyLoader =
-    std::function<std::shared_ptr<CausalLM>(const std::filesystem::path& directory, const PretrainedOptions& options)>;
+    std::function<std::shared_ptr<CausalLM>(const ConfigFile& config, const PretrainedOptions& options)>;
 
 namespace detail {
 
@@ -44,14 +44,11 @@ struct FamilyRegistry {
   std::map<std::string, FamilyLoader> loaders;  ///< By `model_type`.
 };
 
-/// GPT-2 and GPT-J keep their positional signatures; they take no weight-dtype choice yet.
+/// The loader of a family whose `Impl` has `from_config(config, options)`.
 template <class Impl>
-FamilyLoader positional_loader(const char* family) {
-  return [family](const std::filesystem::path& dir, const PretrainedOptions& options) -> std::shared_ptr<CausalLM> {
-    if (options.weight_dtype())
-      throw std::invalid_argument(
-          fmt::format("{}: PretrainedOptions::weight_dtype is not supported for this family", family));
-    return Impl::from_pretrained(dir, options.device(), options.check_finite());
+FamilyLoader loader_of() {
+  return [](const ConfigFile& config, const PretrainedOptions& options) -> std::shared_ptr<CausalLM> {
+    return Impl::from_config(config, options);
   };
 }
 
@@ -59,12 +56,9 @@ inline FamilyRegistry& family_registry() {
   static FamilyRegistry registry;
   static const bool built_in = [] {
     auto& r = registry;
-    r.loaders["gpt2"] = positional_loader<GPT2LMHeadModelImpl>("gpt2");
-    r.loaders["gptj"] = positional_loader<GPTJForCausalLMImpl>("gptj");
-    for (const auto& type : LlamaConfig::model_types())
-      r.loaders[type] = [](const std::filesystem::path& dir, const PretrainedOptions& options) {
-        return std::shared_ptr<CausalLM>(LlamaForCausalLMImpl::from_pretrained(dir, options));
-      };
+    r.loaders["gpt2"] = loader_of<GPT2LMHeadModelImpl>();
+    r.loaders["gptj"] = loader_of<GPTJForCausalLMImpl>();
+    for (const auto& type : LlamaConfig::model_types()) r.loaders[type] = loader_of<LlamaForCausalLMImpl>();
     return true;
   }();
   (void)built_in;
@@ -112,7 +106,7 @@ inline std::shared_ptr<CausalLM> from_pretrained(const std::filesystem::path& di
   if (!loader)
     config.fail("model_type", fmt::format("is '{}', which baukit-cpp does not know (known: {})", type,
                                           fmt::join(family_names(), ", ")));
-  return loader(directory, options);
+  return loader(config, options);  // config.json is read once
 }
 
 /// As above, on `device`, with or without the NaN/infinity scan (`check_finite`).

@@ -112,6 +112,10 @@ class CausalLM {
   virtual torch::nn::AnyModule final_norm() = 0;
   /// The unembedding module, to build decoders from (shared, not copied).
   virtual torch::nn::AnyModule unembedding() = 0;
+  /// What the model does to the unembedding's output to make its logits (Gemma 2's final soft-capping), as a
+  /// module after `unembedding()` in the lens decoder; empty (the default) when the logits are the unembedding's
+  /// output.
+  virtual torch::nn::AnyModule logit_transform() { return {}; }
 
   /// The number of layers (blocks).
   [[nodiscard]] virtual int64_t num_layers() const = 0;
@@ -124,6 +128,35 @@ class CausalLM {
 
   /// The device the parameters are on.
   [[nodiscard]] torch::Device device() { return module().parameters().front().device(); }
+};
+
+/// What every family's config tells the `CausalLM` interface: `Config::shape()` returns it.
+struct ModelShape {
+  std::string model_type;     ///< `config.json`'s `model_type`.
+  int64_t num_layers = 0;     ///< Blocks.
+  int64_t max_positions = 0;  ///< The longest sequence.
+  int64_t vocab_size = 0;     ///< Rows of the unembedding.
+};
+
+/// The part of a family's top-level model that is the same in every family: a libtorch module (`Cloneable<Impl>`)
+/// that is a `CausalLM`, answering `module()` and the size questions from `Impl::config.shape()`. The family adds
+/// `forward`, `lens_layout`, `final_norm` and `unembedding`.
+template <class Impl>
+class CausalLMModule : public torch::nn::Cloneable<Impl>, public CausalLM {
+ public:
+  /// This model as a module.
+  torch::nn::Module& module() override { return *this; }
+  /// The number of blocks.
+  [[nodiscard]] int64_t num_layers() const override { return shape().num_layers; }
+  /// The longest sequence.
+  [[nodiscard]] int64_t max_positions() const override { return shape().max_positions; }
+  /// The vocabulary size.
+  [[nodiscard]] int64_t vocab_size() const override { return shape().vocab_size; }
+  /// `config.json`'s `model_type`.
+  [[nodiscard]] std::string model_type() const override { return shape().model_type; }
+
+ private:
+  [[nodiscard]] ModelShape shape() const { return static_cast<const Impl&>(*this).config.shape(); }
 };
 
 }  // namespace baukit::models

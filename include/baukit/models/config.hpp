@@ -9,6 +9,7 @@
 #include <baukit/io/error.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -63,6 +64,50 @@ struct ConfigFile {
   [[noreturn]] void fail(const std::string& key, const std::string& why) const {
     throw io::CheckpointError(io::CheckpointErrorKind::config, path,
                               key.empty() ? why : fmt::format("'{}' {}", key, why));
+  }
+};
+
+/// Reads one field of a family's config table (`LlamaConfig::for_each_field`, `GPT2Config::for_each_field`):
+/// `reader(key, member, positive)` sets `member` from `config.json`, keeping its default where the key is absent or
+/// null, and fails naming the key on a wrong type, a negative size, or (with `positive`) zero.
+struct ConfigReader {
+  const ConfigFile& file;  ///< What is read.
+
+  /// A size: at most 2^40; positive when asked, else not negative.
+  void operator()(const char* key, int64_t& value, bool positive) const {
+    value = positive ? file.positive(key, value) : file.get<int64_t>(key, value);
+    if (value < 0) file.fail(key, "must not be negative");
+  }
+  /// An optional size (null: none, or derived from others).
+  void operator()(const char* key, std::optional<int64_t>& value, bool) const {
+    if (file.json.contains(key)) value = file.json[key].is_null() ? std::nullopt : std::optional(file.positive(key, 0));
+  }
+  /// A number; positive when asked.
+  void operator()(const char* key, double& value, bool positive) const {
+    value = file.get<double>(key, value);
+    if (positive && !(value > 0)) file.fail(key, fmt::format("must be positive, not {}", value));
+  }
+  /// A flag.
+  void operator()(const char* key, bool& value, bool) const { value = file.get<bool>(key, value); }
+  /// A name.
+  void operator()(const char* key, std::string& value, bool) const { value = file.get<std::string>(key, value); }
+  /// Any JSON value, kept as given (token ids: a number, a list or null).
+  void operator()(const char* key, nlohmann::json& value, bool) const {
+    if (file.json.contains(key)) value = file.json[key];
+  }
+};
+
+/// Writes each field of a config table into `json`, as `config.json` holds it (an unset optional as null).
+struct ConfigWriter {
+  nlohmann::json& json;  ///< What is written.
+
+  /// Writes `value` under `key`.
+  template <class T>
+  void operator()(const char* key, const T& value, bool) const {
+    if constexpr (std::is_same_v<T, std::optional<int64_t>>)
+      json[key] = value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+    else
+      json[key] = value;
   }
 };
 

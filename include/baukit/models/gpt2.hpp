@@ -15,6 +15,7 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
+#include <baukit/models/pretrained.hpp>
 #include <baukit/models/save.hpp>
 #include <cmath>
 #include <filesystem>
@@ -44,59 +45,57 @@ struct GPT2Config {
   /// The MLP width.
   [[nodiscard]] int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
 
-  /// Reads `directory/config.json`, with GPT-2's defaults for missing keys; unsupported settings fail by name.
-  static GPT2Config from_pretrained(const std::filesystem::path& directory) {
-    const auto file = ConfigFile::read(directory);
+  /// The table of `config.json` keys and the members they set: reading, defaults, errors and `to_json` all go
+  /// through it. `field(key, member, positive)`.
+  template <class Config, class Field>
+  static void for_each_field(Config& c, Field&& field) {
+    field("vocab_size", c.vocab_size, true);
+    field("n_positions", c.n_positions, true);
+    field("n_embd", c.n_embd, true);
+    field("n_layer", c.n_layer, true);
+    field("n_head", c.n_head, true);
+    field("n_inner", c.n_inner, false);
+    field("activation_function", c.activation_function, false);
+    field("layer_norm_epsilon", c.layer_norm_epsilon, false);
+    field("resid_pdrop", c.resid_pdrop, false);
+    field("embd_pdrop", c.embd_pdrop, false);
+    field("attn_pdrop", c.attn_pdrop, false);
+    field("scale_attn_weights", c.scale_attn_weights, false);
+    field("scale_attn_by_inverse_layer_idx", c.scale_attn_by_inverse_layer_idx, false);
+    field("tie_word_embeddings", c.tie_word_embeddings, false);
+  }
+
+  /// Reads a parsed `config.json`, with GPT-2's defaults for missing keys; unsupported settings fail by name.
+  static GPT2Config from_config(const ConfigFile& file) {
     GPT2Config c;
     if (const auto type = file.get<std::string>("model_type", "gpt2"); type != "gpt2")
       file.fail("model_type", fmt::format("is '{}', not 'gpt2'", type));
-    c.vocab_size = file.positive("vocab_size", c.vocab_size);
-    c.n_positions = file.positive("n_positions", c.n_positions);
-    c.n_embd = file.positive("n_embd", c.n_embd);
-    c.n_layer = file.positive("n_layer", c.n_layer);
-    c.n_head = file.positive("n_head", c.n_head);
-    c.n_inner = file.get<int64_t>("n_inner", 0);
-    if (c.n_inner < 0) file.fail("n_inner", "must not be negative");
-    c.activation_function = file.get<std::string>("activation_function", c.activation_function);
+    for_each_field(c, ConfigReader{file});
     if (!ActivationImpl::supported().count(c.activation_function))
       file.fail("activation_function", fmt::format("'{}' is not supported", c.activation_function));
-    c.layer_norm_epsilon = file.get<double>("layer_norm_epsilon", c.layer_norm_epsilon);
-    c.resid_pdrop = file.get<double>("resid_pdrop", c.resid_pdrop);
-    c.embd_pdrop = file.get<double>("embd_pdrop", c.embd_pdrop);
-    c.attn_pdrop = file.get<double>("attn_pdrop", c.attn_pdrop);
-    c.scale_attn_weights = file.get<bool>("scale_attn_weights", c.scale_attn_weights);
-    c.scale_attn_by_inverse_layer_idx =
-        file.get<bool>("scale_attn_by_inverse_layer_idx", c.scale_attn_by_inverse_layer_idx);
-    c.tie_word_embeddings = file.get<bool>("tie_word_embeddings", c.tie_word_embeddings);
     if (file.get<bool>("add_cross_attention", false))
       file.fail("add_cross_attention", "is true: cross-attention is not supported");
     if (c.n_embd % c.n_head != 0)
       file.fail("n_embd", fmt::format("{} is not divisible by n_head {}", c.n_embd, c.n_head));
     return c;
   }
+  /// Reads `directory/config.json`; see `from_config`.
+  static GPT2Config from_pretrained(const std::filesystem::path& directory) {
+    return from_config(ConfigFile::read(directory));
+  }
 
   /// The `config.json` Hugging Face writes for this configuration.
   [[nodiscard]] nlohmann::json to_json() const {
-    return {{"model_type", "gpt2"},
-            {"architectures", {"GPT2LMHeadModel"}},
-            {"vocab_size", vocab_size},
-            {"n_positions", n_positions},
-            {"n_ctx", n_positions},
-            {"n_embd", n_embd},
-            {"n_layer", n_layer},
-            {"n_head", n_head},
-            {"n_inner", n_inner > 0 ? nlohmann::json(n_inner) : nlohmann::json(nullptr)},
-            {"activation_function", activation_function},
-            {"layer_norm_epsilon", layer_norm_epsilon},
-            {"resid_pdrop", resid_pdrop},
-            {"embd_pdrop", embd_pdrop},
-            {"attn_pdrop", attn_pdrop},
-            {"scale_attn_weights", scale_attn_weights},
-            {"scale_attn_by_inverse_layer_idx", scale_attn_by_inverse_layer_idx},
-            {"tie_word_embeddings", tie_word_embeddings},
-            {"bos_token_id", 50256},
-            {"eos_token_id", 50256}};
+    nlohmann::json j = {{"model_type", "gpt2"}, {"architectures", {"GPT2LMHeadModel"}}};
+    for_each_field(*this, ConfigWriter{j});
+    j["n_ctx"] = n_positions;
+    if (n_inner == 0) j["n_inner"] = nullptr;  // Hugging Face: null means 4 * n_embd
+    j["bos_token_id"] = j["eos_token_id"] = 50256;
+    return j;
   }
+
+  /// What the `CausalLM` interface reports.
+  [[nodiscard]] ModelShape shape() const { return {"gpt2", n_layer, n_positions, vocab_size}; }
 };
 
 /// Causal self-attention: `c_attn` makes q, k, v; scores scaled, masked, softmaxed; `c_proj` mixes heads.
@@ -119,17 +118,11 @@ class GPT2AttentionImpl : public torch::nn::Cloneable<GPT2AttentionImpl> {
     auto split_heads = [&](const torch::Tensor& t) {
       return t.view({batch, tokens, heads, width / heads}).transpose(1, 2);
     };
-    const auto qkv = c_attn(x).split(width, 2);                                      // 3 x [batch, tokens, width]
-    auto q = split_heads(qkv[0]), k = split_heads(qkv[1]), v = split_heads(qkv[2]);  // [batch, heads, tokens, hd]
-    if (cache) {
-      auto &past_k = cache->keys.at(layer_idx_), &past_v = cache->values.at(layer_idx_);
-      if (past_k.defined()) {
-        k = torch::cat({past_k, k}, 2);
-        v = torch::cat({past_v, v}, 2);
-      }
-      past_k = k;  // [batch, heads, past + tokens, hd]
-      past_v = v;
-    }
+    const auto qkv = c_attn(x).split(width, 2);  // 3 x [batch, tokens, width]
+    const auto q = split_heads(qkv[0]);          // [batch, heads, tokens, hd]
+    const auto [k, v] = cache ? cache->append(static_cast<std::size_t>(layer_idx_), split_heads(qkv[1]),
+                                              split_heads(qkv[2]))  // [batch, heads, past + tokens, hd]
+                              : std::pair(split_heads(qkv[1]), split_heads(qkv[2]));
     double scale = config_.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(width / heads)) : 1.0;
     if (config_.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer_idx_ + 1);
     auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [batch, heads, tokens, past + tokens]
@@ -251,7 +244,7 @@ class GPT2ModelImpl : public torch::nn::Cloneable<GPT2ModelImpl> {
 BAUKIT_TRACED_MODULE(GPT2Model);
 
 /// GPT-2 with its language-model head, as Hugging Face's `GPT2LMHeadModel`.
-class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, public CausalLM {
+class GPT2LMHeadModelImpl : public CausalLMModule<GPT2LMHeadModelImpl> {
  public:
   /// An uninitialised model for `config` (load a checkpoint, or call `init_weights`).
   explicit GPT2LMHeadModelImpl(GPT2Config config) : config(std::move(config)) { reset(); }
@@ -268,11 +261,17 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
     return lm_head(transformer(input_ids, attention_mask, cache));
   }
 
-  /// Loads `directory` (`config.json` and the weights) as `GPT2LMHeadModel.from_pretrained` does, in eval mode.
-  static std::shared_ptr<GPT2LMHeadModelImpl> from_pretrained(const std::filesystem::path& directory,
-                                                              torch::Device device = torch::kCPU,
-                                                              bool check_finite = true) {
-    auto config = GPT2Config::from_pretrained(directory);
+  /// Loads the checkpoint of a parsed `config.json` (from its directory) as `GPT2LMHeadModel.from_pretrained`
+  /// does, in eval mode. Weights stay float32: a `weight_dtype` other than float32 is refused.
+  static std::shared_ptr<GPT2LMHeadModelImpl> from_config(const ConfigFile& file,
+                                                          const PretrainedOptions& options = {}) {
+    if (options.weight_dtype() && *options.weight_dtype() != torch::kFloat32)
+      throw std::invalid_argument(
+          fmt::format("gpt2: PretrainedOptions::weight_dtype {} is not supported for this "
+                      "family (its Conv1D weights are float32)",
+                      dtype_name(*options.weight_dtype())));
+    const auto directory = file.path.parent_path();
+    auto config = GPT2Config::from_config(file);
     const auto state = io::read_checkpoint(directory);  // headers only: nothing is allocated yet
     const int64_t d = config.n_embd;
     check_config_against_checkpoint(directory, state, "transformer.",
@@ -281,16 +280,14 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
                                      {"h.0.attn.c_attn.weight", {d, 3 * d}, {"n_embd"}},
                                      {"h.0.mlp.c_fc.weight", {d, config.inner()}, {"n_embd", "n_inner"}}},
                                     "n_layer", config.n_layer, "h.");
-    auto model = std::make_shared<GPT2LMHeadModelImpl>(std::move(config));
-    auto options = io::LoadOptions()
-                       .optional_prefix("transformer.")
-                       .ignore(R"(\.attn\.(masked_)?bias$)")
-                       .check_finite(check_finite);
-    if (model->config.tie_word_embeddings) options.may_be_missing({"lm_head.weight"});
-    io::load_state_dict(*model, state, options, directory);
-    model->eval();
-    if (device != torch::kCPU) model->to(device);
-    return model;
+    auto load = io::LoadOptions().optional_prefix("transformer.").ignore(R"(\.attn\.(masked_)?bias$)");
+    if (config.tie_word_embeddings) load.may_be_missing({"lm_head.weight"});
+    return build_pretrained<GPT2LMHeadModelImpl>(std::move(config), state, load, directory, options);
+  }
+  /// Loads `directory` (`config.json` and the weights); see `from_config`.
+  static std::shared_ptr<GPT2LMHeadModelImpl> from_pretrained(const std::filesystem::path& directory,
+                                                              const PretrainedOptions& options = {}) {
+    return from_config(ConfigFile::read(directory), options);
   }
 
   /// Writes `config.json` and `model.safetensors` (names with the `transformer.` prefix; a tied `lm_head`
@@ -307,8 +304,6 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   }
 
   // CausalLM
-  /// This model as a module.
-  torch::nn::Module& module() override { return *this; }
   /// `transformer.h.N`, `transformer.drop`, `transformer.ln_f`, `lm_head`, `transformer.h.N.attn`.
   [[nodiscard]] LensLayout lens_layout() const override {
     LensLayout layout{{}, "transformer.drop", "transformer.ln_f", "lm_head", {}};
@@ -322,28 +317,12 @@ class GPT2LMHeadModelImpl : public torch::nn::Cloneable<GPT2LMHeadModelImpl>, pu
   torch::nn::AnyModule final_norm() override { return torch::nn::AnyModule(transformer->ln_f); }
   /// `lm_head`.
   torch::nn::AnyModule unembedding() override { return torch::nn::AnyModule(lm_head); }
-  /// `n_layer`.
-  [[nodiscard]] int64_t num_layers() const override { return config.n_layer; }
-  /// `n_positions`.
-  [[nodiscard]] int64_t max_positions() const override { return config.n_positions; }
-  /// `vocab_size`.
-  [[nodiscard]] int64_t vocab_size() const override { return config.vocab_size; }
-  /// "gpt2".
-  [[nodiscard]] std::string model_type() const override { return "gpt2"; }
 
   GPT2Config config;               ///< Hyperparameters.
   GPT2Model transformer{nullptr};  ///< The body.
   Linear lm_head{nullptr};         ///< The unembedding [vocab, n_embd].
 };
-/// Holder of `GPT2LMHeadModelImpl`, as `TORCH_MODULE` makes, plus `from_pretrained`.
-class GPT2LMHeadModel : public torch::nn::ModuleHolder<GPT2LMHeadModelImpl> {
- public:
-  using torch::nn::ModuleHolder<GPT2LMHeadModelImpl>::ModuleHolder;
-  /// Loads a checkpoint directory; see `GPT2LMHeadModelImpl::from_pretrained`.
-  static GPT2LMHeadModel from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU,
-                                         bool check_finite = true) {
-    return GPT2LMHeadModel(GPT2LMHeadModelImpl::from_pretrained(directory, device, check_finite));
-  }
-};
+/// Holder of `GPT2LMHeadModelImpl`, with `from_pretrained`.
+using GPT2LMHeadModel = PretrainedHolder<GPT2LMHeadModelImpl>;
 
 }  // namespace baukit::models

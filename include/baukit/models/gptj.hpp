@@ -1,8 +1,9 @@
 /// @file gptj.hpp
 /// @brief GPT-J, with Hugging Face's module names (`transformer.h.N.attn.q_proj`, `mlp.fc_in`, `lm_head`, ...),
 /// every module traceable. Attention and MLP read the same LayerNorm in parallel; rotary position embedding
-/// turns adjacent pairs (2i, 2i+1) of the first `rotary_dim` dimensions of each head. Weights stored as F16 stay
-/// F16 (memory-mapped) and are upcast per layer at use, so GPT-J-6B's float16 checkpoint runs in 24 GB.
+/// turns adjacent pairs (2i, 2i+1) of the first `rotary_dim` dimensions of each head (`RotaryLayout::adjacent`).
+/// Weights stored as F16 stay F16 (memory-mapped) and are upcast per layer at use, so GPT-J-6B's float16 checkpoint
+/// runs in 24 GB.
 ///
 /// @code
 /// auto model = baukit::models::GPTJForCausalLM::from_pretrained("gpt-j-6B-float16");
@@ -15,6 +16,9 @@
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
 #include <baukit/models/layers.hpp>
+#include <baukit/models/mlp.hpp>
+#include <baukit/models/pretrained.hpp>
+#include <baukit/models/rotary.hpp>
 #include <baukit/models/save.hpp>
 #include <cmath>
 #include <filesystem>
@@ -42,28 +46,33 @@ struct GPTJConfig {
   /// The MLP width.
   [[nodiscard]] int64_t inner() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
 
-  /// Reads `directory/config.json`; unsupported settings fail by name. Weights are kept as `torch_dtype` when
-  /// that is float16 or bfloat16 (upcast at use), else float32.
-  static GPTJConfig from_pretrained(const std::filesystem::path& directory) {
-    const auto file = ConfigFile::read(directory);
+  /// The table of `config.json` keys and the members they set: reading, defaults, errors and `to_json` all go
+  /// through it. `field(key, member, positive)`.
+  template <class Config, class Field>
+  static void for_each_field(Config& c, Field&& field) {
+    field("vocab_size", c.vocab_size, true);
+    field("n_positions", c.n_positions, true);
+    field("n_embd", c.n_embd, true);
+    field("n_layer", c.n_layer, true);
+    field("n_head", c.n_head, true);
+    field("rotary_dim", c.rotary_dim, true);
+    field("n_inner", c.n_inner, false);
+    field("activation_function", c.activation_function, false);
+    field("layer_norm_epsilon", c.layer_norm_epsilon, false);
+    field("resid_pdrop", c.resid_pdrop, false);
+    field("embd_pdrop", c.embd_pdrop, false);
+    field("attn_pdrop", c.attn_pdrop, false);
+  }
+
+  /// Reads a parsed `config.json`; unsupported settings fail by name. Weights are kept as `torch_dtype` when that
+  /// is float16 or bfloat16 (upcast at use), else float32, unless `options` say otherwise.
+  static GPTJConfig from_config(const ConfigFile& file, const PretrainedOptions& options = {}) {
     GPTJConfig c;
     if (const auto type = file.get<std::string>("model_type", "gptj"); type != "gptj")
       file.fail("model_type", fmt::format("is '{}', not 'gptj'", type));
-    c.vocab_size = file.positive("vocab_size", c.vocab_size);
-    c.n_positions = file.positive("n_positions", c.n_positions);
-    c.n_embd = file.positive("n_embd", c.n_embd);
-    c.n_layer = file.positive("n_layer", c.n_layer);
-    c.n_head = file.positive("n_head", c.n_head);
-    c.rotary_dim = file.positive("rotary_dim", c.rotary_dim);
-    c.n_inner = file.get<int64_t>("n_inner", 0);
-    if (c.n_inner < 0) file.fail("n_inner", "must not be negative");
-    c.activation_function = file.get<std::string>("activation_function", c.activation_function);
+    for_each_field(c, ConfigReader{file});
     if (!ActivationImpl::supported().count(c.activation_function))
       file.fail("activation_function", fmt::format("'{}' is not supported", c.activation_function));
-    c.layer_norm_epsilon = file.get<double>("layer_norm_epsilon", c.layer_norm_epsilon);
-    c.resid_pdrop = file.get<double>("resid_pdrop", c.resid_pdrop);
-    c.embd_pdrop = file.get<double>("embd_pdrop", c.embd_pdrop);
-    c.attn_pdrop = file.get<double>("attn_pdrop", c.attn_pdrop);
     if (!file.get<bool>("rotary", true))
       file.fail("rotary", "is false: GPT-J without rotary embedding is not supported");
     if (file.get<bool>("tie_word_embeddings", false))
@@ -73,59 +82,47 @@ struct GPTJConfig {
     if (c.rotary_dim > c.n_embd / c.n_head || c.rotary_dim % 2 != 0)
       file.fail("rotary_dim",
                 fmt::format("{} must be even and at most the head size {}", c.rotary_dim, c.n_embd / c.n_head));
-    const auto dtype = file.get<std::string>("torch_dtype", "float32");
-    c.weight_dtype = dtype == "float16" ? torch::kFloat16 : dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+    c.weight_dtype = weight_dtype_for(file.get<std::string>("torch_dtype", "float32"), options);
     return c;
+  }
+  /// Reads `directory/config.json`; see `from_config`.
+  static GPTJConfig from_pretrained(const std::filesystem::path& directory, const PretrainedOptions& options = {}) {
+    return from_config(ConfigFile::read(directory), options);
   }
 
   /// The `config.json` Hugging Face writes for this configuration.
   [[nodiscard]] nlohmann::json to_json() const {
-    return {{"model_type", "gptj"},
-            {"architectures", {"GPTJForCausalLM"}},
-            {"vocab_size", vocab_size},
-            {"n_positions", n_positions},
-            {"n_embd", n_embd},
-            {"n_layer", n_layer},
-            {"n_head", n_head},
-            {"rotary_dim", rotary_dim},
-            {"rotary", true},
-            {"n_inner", n_inner > 0 ? nlohmann::json(n_inner) : nlohmann::json(nullptr)},
-            {"activation_function", activation_function},
-            {"layer_norm_epsilon", layer_norm_epsilon},
-            {"resid_pdrop", resid_pdrop},
-            {"embd_pdrop", embd_pdrop},
-            {"attn_pdrop", attn_pdrop},
-            {"tie_word_embeddings", false},
-            {"torch_dtype", weight_dtype == torch::kFloat16    ? "float16"
-                            : weight_dtype == torch::kBFloat16 ? "bfloat16"
-                                                               : "float32"},
-            {"bos_token_id", 50256},
-            {"eos_token_id", 50256}};
+    nlohmann::json j = {{"model_type", "gptj"}, {"architectures", {"GPTJForCausalLM"}}};
+    for_each_field(*this, ConfigWriter{j});
+    if (n_inner == 0) j["n_inner"] = nullptr;  // Hugging Face: null means 4 * n_embd
+    j.update({{"rotary", true},
+              {"tie_word_embeddings", false},
+              {"torch_dtype", dtype_name(weight_dtype)},
+              {"bos_token_id", 50256},
+              {"eos_token_id", 50256}});
+    return j;
   }
+
+  /// GPT-J's rotary embedding: adjacent pairs of the first `rotary_dim` dimensions of each head, base 10000.
+  [[nodiscard]] RotaryOptions rotary() const {
+    return RotaryOptions(n_embd / n_head)
+        .rotary_dim(rotary_dim)
+        .layout(RotaryLayout::adjacent)
+        .max_position_embeddings(n_positions);
+  }
+
+  /// What the `CausalLM` interface reports.
+  [[nodiscard]] ModelShape shape() const { return {"gptj", n_layer, n_positions, vocab_size}; }
 };
-
-/// Rotates adjacent pairs (2i, 2i+1): (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...).
-inline torch::Tensor rotate_every_two(const torch::Tensor& x) {
-  const auto even = x.slice(-1, 0, c10::nullopt, 2), odd = x.slice(-1, 1, c10::nullopt, 2);
-  return torch::stack({-odd, even}, -1).flatten(-2);
-}
-
-/// Rotary position embedding on `x` [batch, tokens, heads, rotary_dim] at `positions` [batch, tokens].
-inline torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& positions) {
-  const int64_t dim = x.size(-1);
-  const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, dim, 2, x.options().dtype(torch::kFloat32)) /
-                                                      static_cast<double>(dim));
-  const auto angles = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [batch, tokens, dim/2]
-  const auto sin = angles.sin().repeat_interleave(2, -1).unsqueeze(2);         // [batch, tokens, 1, dim]
-  const auto cos = angles.cos().repeat_interleave(2, -1).unsqueeze(2);
-  return x * cos + rotate_every_two(x) * sin;
-}
 
 /// GPT-J attention: q, k, v projections without bias, rotary on q and k, causal softmax in float32, `out_proj`.
 class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
  public:
   /// The attention of block `layer_idx`.
-  GPTJAttentionImpl(const GPTJConfig& config, int64_t layer_idx) : config_(config), layer_idx_(layer_idx) { reset(); }
+  GPTJAttentionImpl(const GPTJConfig& config, int64_t layer_idx)
+      : config_(config), layer_idx_(layer_idx), rotary_(config.rotary()) {
+    reset();
+  }
   /// Registers the submodules.
   void reset() override {
     const auto d = config_.n_embd;
@@ -136,27 +133,18 @@ class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
     attn_dropout = register_module("attn_dropout", TracedDropout(config_.attn_pdrop));
     resid_dropout = register_module("resid_dropout", TracedDropout(config_.resid_pdrop));
   }
-  /// `x` [batch, tokens, n_embd]; `positions` [batch, tokens]; `mask` true where a query may not look.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask,
-                        KVCache* cache) {
+  /// `x` [batch, tokens, n_embd]; `cos`, `sin` the rotary angles at each token (`RotaryEmbedding::angles`);
+  /// `mask` true where a query may not look.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1), width = x.size(2), heads = config_.n_head,
                   head_dim = width / heads;
-    auto split = [&](const torch::Tensor& t) { return t.view({batch, tokens, heads, head_dim}); };
-    auto rotate = [&](const torch::Tensor& t) {  // the first rotary_dim dimensions of each head turn with position
-      const auto turned = apply_rotary(t.slice(-1, 0, config_.rotary_dim), positions);
-      return torch::cat({turned, t.slice(-1, config_.rotary_dim)}, -1).transpose(1, 2);
-    };
-    auto q = rotate(split(q_proj(x))), k = rotate(split(k_proj(x)));  // [batch, heads, tokens, head_dim]
-    auto v = split(v_proj(x)).transpose(1, 2);                        // [batch, heads, tokens, head_dim]
-    if (cache) {
-      auto &past_k = cache->keys.at(layer_idx_), &past_v = cache->values.at(layer_idx_);
-      if (past_k.defined()) {
-        k = torch::cat({past_k, k}, 2);
-        v = torch::cat({past_v, v}, 2);
-      }
-      past_k = k;  // [batch, heads, past + tokens, head_dim]
-      past_v = v;
-    }
+    auto split = [&](const torch::Tensor& t) { return t.view({batch, tokens, heads, head_dim}).transpose(1, 2); };
+    // [batch, heads, tokens, head_dim]; the first rotary_dim dimensions of each head of q and k turn with position
+    const auto q = rotary_.apply(split(q_proj(x)), cos, sin), new_k = rotary_.apply(split(k_proj(x)), cos, sin);
+    const auto new_v = split(v_proj(x));
+    const auto [k, v] =
+        cache ? cache->append(static_cast<std::size_t>(layer_idx_), new_k, new_v) : std::pair(new_k, new_v);
     // [batch, heads, tokens, past + tokens], in float32 as Hugging Face computes it
     auto scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-2, -1));
     if (mask.defined()) scores = scores.masked_fill(mask, std::numeric_limits<float>::lowest());
@@ -176,37 +164,13 @@ class GPTJAttentionImpl : public torch::nn::Cloneable<GPTJAttentionImpl> {
  private:
   GPTJConfig config_;
   int64_t layer_idx_;
+  RotaryEmbedding rotary_;
 };
 /// Traceable holder of `GPTJAttentionImpl`.
 BAUKIT_TRACED_MODULE(GPTJAttention);
 
-/// The MLP: `fc_in`, activation, `fc_out`.
-class GPTJMLPImpl : public torch::nn::Cloneable<GPTJMLPImpl> {
- public:
-  /// The MLP for `config`.
-  explicit GPTJMLPImpl(const GPTJConfig& config) : config_(config) { reset(); }
-  /// Registers the submodules.
-  void reset() override {
-    fc_in = register_module(
-        "fc_in", Linear(LinearOptions(config_.n_embd, config_.inner()).bias(true).dtype(config_.weight_dtype)));
-    act = register_module("act", Activation(config_.activation_function));
-    fc_out = register_module(
-        "fc_out", Linear(LinearOptions(config_.inner(), config_.n_embd).bias(true).dtype(config_.weight_dtype)));
-    dropout = register_module("dropout", TracedDropout(config_.resid_pdrop));
-  }
-  /// dropout(fc_out(act(fc_in(x)))).
-  torch::Tensor forward(const torch::Tensor& x) { return dropout(fc_out(act(fc_in(x)))); }
-
-  Linear fc_in{nullptr};           ///< n_embd -> inner
-  Activation act{nullptr};         ///< The activation.
-  Linear fc_out{nullptr};          ///< inner -> n_embd
-  TracedDropout dropout{nullptr};  ///< On the output.
-
- private:
-  GPTJConfig config_;
-};
-/// Traceable holder of `GPTJMLPImpl`.
-BAUKIT_TRACED_MODULE(GPTJMLP);
+/// GPT-J's MLP: the kit's plain `MLP` under GPT-J's names (`fc_in`, `act`, `fc_out`, `dropout`).
+using GPTJMLP = MLP;
 
 /// A GPT-J block: x + attn(ln_1(x)) + mlp(ln_1(x)). Its output is the residual stream.
 class GPTJBlockImpl : public torch::nn::Cloneable<GPTJBlockImpl> {
@@ -218,18 +182,21 @@ class GPTJBlockImpl : public torch::nn::Cloneable<GPTJBlockImpl> {
     ln_1 = register_module(
         "ln_1", TracedLayerNorm(torch::nn::LayerNormOptions({config_.n_embd}).eps(config_.layer_norm_epsilon)));
     attn = register_module("attn", GPTJAttention(config_, layer_idx_));
-    mlp = register_module("mlp", GPTJMLP(config_));
+    mlp = register_module("mlp", MLP(MLPOptions(config_.n_embd, config_.inner())
+                                         .activation(config_.activation_function)
+                                         .dtype(config_.weight_dtype)
+                                         .dropout(config_.resid_pdrop)));
   }
   /// The block; arguments as for `GPTJAttentionImpl::forward`.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions, const torch::Tensor& mask,
-                        KVCache* cache) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, KVCache* cache) {
     const auto h = ln_1(x);
-    return x + attn(h, positions, mask, cache) + mlp(h);
+    return x + attn(h, cos, sin, mask, cache) + mlp(h);
   }
 
   TracedLayerNorm ln_1{nullptr};  ///< Shared by attention and MLP.
   GPTJAttention attn{nullptr};    ///< Self-attention.
-  GPTJMLP mlp{nullptr};           ///< The MLP.
+  MLP mlp{nullptr};               ///< The MLP (`fc_in`, `act`, `fc_out`).
 
  private:
   GPTJConfig config_;
@@ -238,11 +205,11 @@ class GPTJBlockImpl : public torch::nn::Cloneable<GPTJBlockImpl> {
 /// Traceable holder of `GPTJBlockImpl`.
 BAUKIT_TRACED_MODULE(GPTJBlock);
 
-/// The body: token embedding, dropout, the blocks, and the final LayerNorm.
+/// The body: token embedding, dropout, the blocks, and the final LayerNorm; rotary angles computed once per forward.
 class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
  public:
   /// The body for `config`.
-  explicit GPTJModelImpl(const GPTJConfig& config) : config_(config) { reset(); }
+  explicit GPTJModelImpl(const GPTJConfig& config) : config_(config), rotary_(config.rotary()) { reset(); }
   /// Registers the submodules (the embedding uninitialised, kept as `weight_dtype`).
   void reset() override {
     wte = register_module("wte", TracedEmbedding(torch::nn::EmbeddingOptions(config_.vocab_size, config_.n_embd)
@@ -259,8 +226,9 @@ class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
     const auto [positions, mask] =
         causal_inputs(input_ids, attention_mask, cache ? cache->length() : 0, config_.n_positions, "GPT-J");
     check_input_ids(input_ids, config_.vocab_size, "GPT-J");
+    const auto [cos, sin] = rotary_.angles(positions);
     auto x = drop(wte(input_ids).to(torch::kFloat32));
-    for (const auto& block : *h) x = block->as<GPTJBlock::Impl>()->forward(x, positions, mask, cache);
+    for (const auto& block : *h) x = block->as<GPTJBlock::Impl>()->forward(x, cos, sin, mask, cache);
     return ln_f(x);
   }
 
@@ -271,12 +239,13 @@ class GPTJModelImpl : public torch::nn::Cloneable<GPTJModelImpl> {
 
  private:
   GPTJConfig config_;
+  RotaryEmbedding rotary_;
 };
 /// Traceable holder of `GPTJModelImpl`.
 BAUKIT_TRACED_MODULE(GPTJModel);
 
 /// GPT-J with its language-model head, as Hugging Face's `GPTJForCausalLM`.
-class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, public CausalLM {
+class GPTJForCausalLMImpl : public CausalLMModule<GPTJForCausalLMImpl> {
  public:
   /// An uninitialised model for `config`.
   explicit GPTJForCausalLMImpl(GPTJConfig config) : config(std::move(config)) { reset(); }
@@ -291,11 +260,12 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
     return lm_head(transformer(input_ids, attention_mask, cache));
   }
 
-  /// Loads `directory` as `GPTJForCausalLM.from_pretrained` does, in eval mode; F16/BF16 weights stay mapped.
-  static std::shared_ptr<GPTJForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
-                                                              torch::Device device = torch::kCPU,
-                                                              bool check_finite = true) {
-    auto config = GPTJConfig::from_pretrained(directory);
+  /// Loads the checkpoint of a parsed `config.json` (from its directory) as `GPTJForCausalLM.from_pretrained`
+  /// does, in eval mode; F16/BF16 weights stay mapped unless `options.weight_dtype()` says otherwise.
+  static std::shared_ptr<GPTJForCausalLMImpl> from_config(const ConfigFile& file,
+                                                          const PretrainedOptions& options = {}) {
+    const auto directory = file.path.parent_path();
+    auto config = GPTJConfig::from_config(file, options);
     const auto state = io::read_checkpoint(directory);  // headers only: nothing is allocated yet
     const int64_t d = config.n_embd, vocab = config.vocab_size;
     check_config_against_checkpoint(directory, state, "transformer.",
@@ -304,16 +274,14 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
                                      {"h.0.attn.q_proj.weight", {d, d}, {"n_embd"}},
                                      {"h.0.mlp.fc_in.weight", {config.inner(), d}, {"n_inner", "n_embd"}}},
                                     "n_layer", config.n_layer, "h.");
-    auto model = std::make_shared<GPTJForCausalLMImpl>(std::move(config));
-    io::load_state_dict(*model, state,
-                        io::LoadOptions()
-                            .optional_prefix("transformer.")
-                            .ignore(R"(\.attn\.(masked_)?bias$)")
-                            .check_finite(check_finite),
-                        directory);
-    model->eval();
-    if (device != torch::kCPU) model->to(device);
-    return model;
+    return build_pretrained<GPTJForCausalLMImpl>(
+        std::move(config), state,
+        io::LoadOptions().optional_prefix("transformer.").ignore(R"(\.attn\.(masked_)?bias$)"), directory, options);
+  }
+  /// Loads `directory`; see `from_config`.
+  static std::shared_ptr<GPTJForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
+                                                              const PretrainedOptions& options = {}) {
+    return from_config(ConfigFile::read(directory), options);
   }
 
   /// Writes `config.json` and `model.safetensors`, every tensor stored as `weight_dtype` (as Hugging Face saves a
@@ -328,8 +296,6 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   }
 
   // CausalLM
-  /// This model as a module.
-  torch::nn::Module& module() override { return *this; }
   /// `transformer.h.N`, `transformer.drop`, `transformer.ln_f`, `lm_head`; no point after attention alone.
   [[nodiscard]] LensLayout lens_layout() const override {
     LensLayout layout{{}, "transformer.drop", "transformer.ln_f", "lm_head", {}};
@@ -340,28 +306,12 @@ class GPTJForCausalLMImpl : public torch::nn::Cloneable<GPTJForCausalLMImpl>, pu
   torch::nn::AnyModule final_norm() override { return torch::nn::AnyModule(transformer->ln_f); }
   /// `lm_head`.
   torch::nn::AnyModule unembedding() override { return torch::nn::AnyModule(lm_head); }
-  /// `n_layer`.
-  [[nodiscard]] int64_t num_layers() const override { return config.n_layer; }
-  /// `n_positions`.
-  [[nodiscard]] int64_t max_positions() const override { return config.n_positions; }
-  /// `vocab_size`.
-  [[nodiscard]] int64_t vocab_size() const override { return config.vocab_size; }
-  /// "gptj".
-  [[nodiscard]] std::string model_type() const override { return "gptj"; }
 
   GPTJConfig config;               ///< Hyperparameters.
   GPTJModel transformer{nullptr};  ///< The body.
   Linear lm_head{nullptr};         ///< The unembedding [vocab, n_embd], with bias.
 };
-/// Holder of `GPTJForCausalLMImpl`, as `TORCH_MODULE` makes, plus `from_pretrained`.
-class GPTJForCausalLM : public torch::nn::ModuleHolder<GPTJForCausalLMImpl> {
- public:
-  using torch::nn::ModuleHolder<GPTJForCausalLMImpl>::ModuleHolder;
-  /// Loads a checkpoint directory; see `GPTJForCausalLMImpl::from_pretrained`.
-  static GPTJForCausalLM from_pretrained(const std::filesystem::path& directory, torch::Device device = torch::kCPU,
-                                         bool check_finite = true) {
-    return GPTJForCausalLM(GPTJForCausalLMImpl::from_pretrained(directory, device, check_finite));
-  }
-};
+/// Holder of `GPTJForCausalLMImpl`, with `from_pretrained`.
+using GPTJForCausalLM = PretrainedHolder<GPTJForCausalLMImpl>;
 
 }  // namespace baukit::models

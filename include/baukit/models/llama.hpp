@@ -140,14 +140,13 @@ struct LlamaConfig {
     return types;
   }
 
-  /// Reads `directory/config.json` for one of `model_types()`; unsupported settings fail by name.
-  static LlamaConfig from_pretrained(const std::filesystem::path& directory, const PretrainedOptions& options = {}) {
-    const auto file = ConfigFile::read(directory);
+  /// Reads a parsed `config.json` of one of `model_types()`; unsupported settings fail by name.
+  static LlamaConfig from_config(const ConfigFile& file, const PretrainedOptions& options = {}) {
     const auto type = file.get<std::string>("model_type", "");
     if (std::find(model_types().begin(), model_types().end(), type) == model_types().end())
       file.fail("model_type", fmt::format("is '{}', not one of llama, mistral, qwen2, qwen3", type));
     auto c = defaults(type);
-    for_each_field(c, Reader{file});
+    for_each_field(c, ConfigReader{file});
     if (file.json.contains("rope_parameters") && file.json["rope_parameters"].is_object()) {  // newer configs
       const auto& p = file.json["rope_parameters"];
       if (p.contains("rope_theta") && p["rope_theta"].is_number()) c.rope_theta = p["rope_theta"].get<double>();
@@ -188,6 +187,16 @@ struct LlamaConfig {
     return c;
   }
 
+  /// Reads `directory/config.json`; see `from_config`.
+  static LlamaConfig from_pretrained(const std::filesystem::path& directory, const PretrainedOptions& options = {}) {
+    return from_config(ConfigFile::read(directory), options);
+  }
+
+  /// What the `CausalLM` interface reports.
+  [[nodiscard]] ModelShape shape() const {
+    return {model_type, num_hidden_layers, max_position_embeddings, vocab_size};
+  }
+
   /// The `config.json` Hugging Face writes for this configuration and model type.
   [[nodiscard]] nlohmann::json to_json() const {
     static const std::map<std::string, std::string> architectures = {{"llama", "LlamaForCausalLM"},
@@ -198,13 +207,7 @@ struct LlamaConfig {
     auto copy = *this;
     copy.num_key_value_heads = kv_heads();
     copy.head_dim = head_size();
-    for_each_field(copy, [&](const char* key, const auto& value, bool) {
-      using T = std::decay_t<decltype(value)>;
-      if constexpr (std::is_same_v<T, std::optional<int64_t>>)
-        j[key] = value ? nlohmann::json(*value) : nlohmann::json(nullptr);
-      else
-        j[key] = value;
-    });
+    for_each_field(copy, ConfigWriter{j});
     j["rope_scaling"] = rope_scaling.to_json();
     if (partial_rotary_factor != 1.0) j["partial_rotary_factor"] = partial_rotary_factor;
     if (layer_types != default_layer_types(*this)) j["layer_types"] = layer_types;
@@ -212,29 +215,6 @@ struct LlamaConfig {
     j["attention_dropout"] = 0.0;
     return j;
   }
-
- private:
-  // Reads each field of the table from config.json, keeping the default where the key is absent or null.
-  struct Reader {
-    const ConfigFile& file;
-    void operator()(const char* key, int64_t& value, bool positive) const {
-      value = positive ? file.positive(key, value) : file.get<int64_t>(key, value);
-      if (value < 0) file.fail(key, "must not be negative");
-    }
-    void operator()(const char* key, std::optional<int64_t>& value, bool) const {  // null: none (or derived)
-      if (file.json.contains(key))
-        value = file.json[key].is_null() ? std::nullopt : std::optional(file.positive(key, 0));
-    }
-    void operator()(const char* key, double& value, bool positive) const {
-      value = file.get<double>(key, value);
-      if (positive && !(value > 0)) file.fail(key, fmt::format("must be positive, not {}", value));
-    }
-    void operator()(const char* key, bool& value, bool) const { value = file.get<bool>(key, value); }
-    void operator()(const char* key, std::string& value, bool) const { value = file.get<std::string>(key, value); }
-    void operator()(const char* key, nlohmann::json& value, bool) const {
-      if (file.json.contains(key)) value = file.json[key];
-    }
-  };
 };
 
 /// A decoder layer: x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(.)). Its output is
@@ -334,7 +314,7 @@ BAUKIT_TRACED_MODULE(LlamaModel);
 
 /// A Llama-architecture model with its head, as Hugging Face's `LlamaForCausalLM` (and `MistralForCausalLM`,
 /// `Qwen2ForCausalLM`, `Qwen3ForCausalLM`).
-class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl>, public CausalLM {
+class LlamaForCausalLMImpl : public CausalLMModule<LlamaForCausalLMImpl> {
  public:
   /// An uninitialised model for `config`.
   explicit LlamaForCausalLMImpl(LlamaConfig config) : config(std::move(config)) { reset(); }
@@ -352,10 +332,12 @@ class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl>, 
     return lm_head(model(input_ids, attention_mask, cache));
   }
 
-  /// Loads `directory` as Hugging Face's `from_pretrained` does, in eval mode; F16/BF16 weights stay mapped.
-  static std::shared_ptr<LlamaForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
-                                                               const PretrainedOptions& options = {}) {
-    auto config = LlamaConfig::from_pretrained(directory, options);
+  /// Loads the checkpoint of a parsed `config.json` (from its directory) as Hugging Face's `from_pretrained` does,
+  /// in eval mode; F16/BF16 weights stay mapped unless `options.weight_dtype()` says otherwise.
+  static std::shared_ptr<LlamaForCausalLMImpl> from_config(const ConfigFile& file,
+                                                           const PretrainedOptions& options = {}) {
+    const auto directory = file.path.parent_path();
+    auto config = LlamaConfig::from_config(file, options);
     const auto state = io::read_checkpoint(directory);  // headers only: nothing is allocated yet
     const int64_t d = config.hidden_size, vocab = config.vocab_size,
                   q = config.num_attention_heads * config.head_size(), kv = config.kv_heads() * config.head_size();
@@ -367,14 +349,16 @@ class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl>, 
     if (!config.tie_word_embeddings) shapes.push_back({"lm_head.weight", {vocab, d}, {"vocab_size", "hidden_size"}});
     check_config_against_checkpoint(directory, state, "", shapes, "num_hidden_layers", config.num_hidden_layers,
                                     "model.layers.");
-    auto model = std::make_shared<LlamaForCausalLMImpl>(std::move(config));
     // Llama 2's .bin checkpoints carry each layer's (recomputed) rotary frequencies.
-    auto load = io::LoadOptions().ignore(R"(\.rotary_emb\.inv_freq$)").check_finite(options.check_finite());
-    if (model->config.tie_word_embeddings) load.may_be_missing({"lm_head.weight"});
-    io::load_state_dict(*model, state, load, directory);
-    model->eval();
-    if (options.device() != torch::kCPU) model->to(options.device());
-    return model;
+    auto load = io::LoadOptions().ignore(R"(\.rotary_emb\.inv_freq$)");
+    if (config.tie_word_embeddings) load.may_be_missing({"lm_head.weight"});
+    return build_pretrained<LlamaForCausalLMImpl>(std::move(config), state, load, directory, options);
+  }
+
+  /// Loads `directory`; see `from_config`.
+  static std::shared_ptr<LlamaForCausalLMImpl> from_pretrained(const std::filesystem::path& directory,
+                                                               const PretrainedOptions& options = {}) {
+    return from_config(ConfigFile::read(directory), options);
   }
 
   /// Writes `config.json` and `model.safetensors`, every tensor stored as `weight_dtype` (a tied `lm_head` is not
@@ -385,8 +369,6 @@ class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl>, 
   }
 
   // CausalLM
-  /// This model as a module.
-  torch::nn::Module& module() override { return *this; }
   /// `model.layers.N`, `model.embed_tokens`, `model.norm`, `lm_head`; after attention: `model.layers.N.self_attn`.
   [[nodiscard]] LensLayout lens_layout() const override {
     LensLayout layout{{}, "model.embed_tokens", "model.norm", "lm_head", {}};
@@ -400,28 +382,12 @@ class LlamaForCausalLMImpl : public torch::nn::Cloneable<LlamaForCausalLMImpl>, 
   torch::nn::AnyModule final_norm() override { return torch::nn::AnyModule(model->norm); }
   /// `lm_head`.
   torch::nn::AnyModule unembedding() override { return torch::nn::AnyModule(lm_head); }
-  /// `num_hidden_layers`.
-  [[nodiscard]] int64_t num_layers() const override { return config.num_hidden_layers; }
-  /// `max_position_embeddings`.
-  [[nodiscard]] int64_t max_positions() const override { return config.max_position_embeddings; }
-  /// `vocab_size`.
-  [[nodiscard]] int64_t vocab_size() const override { return config.vocab_size; }
-  /// `llama`, `mistral`, `qwen2` or `qwen3`.
-  [[nodiscard]] std::string model_type() const override { return config.model_type; }
 
   LlamaConfig config;         ///< Hyperparameters.
   LlamaModel model{nullptr};  ///< The body.
   Linear lm_head{nullptr};    ///< The unembedding [vocab, hidden], tied or not.
 };
-/// Holder of `LlamaForCausalLMImpl`, as `TORCH_MODULE` makes, plus `from_pretrained`.
-class LlamaForCausalLM : public torch::nn::ModuleHolder<LlamaForCausalLMImpl> {
- public:
-  using torch::nn::ModuleHolder<LlamaForCausalLMImpl>::ModuleHolder;
-  /// Loads a checkpoint directory; see `LlamaForCausalLMImpl::from_pretrained`.
-  static LlamaForCausalLM from_pretrained(const std::filesystem::path& directory,
-                                          const PretrainedOptions& options = {}) {
-    return LlamaForCausalLM(LlamaForCausalLMImpl::from_pretrained(directory, options));
-  }
-};
+/// Holder of `LlamaForCausalLMImpl`, with `from_pretrained`.
+using LlamaForCausalLM = PretrainedHolder<LlamaForCausalLMImpl>;
 
 }  // namespace baukit::models

@@ -1,0 +1,242 @@
+/// @file lens/command.hpp
+/// @brief `baukit-lens` as a library call: `lens_command(argc, argv)` parses `baukit-lens`'s command line and runs
+/// it, so a program that registers its own family (`register_family`) gets the same command for it. Needs CLI11
+/// (header-only; `find_package(CLI11)` and link `CLI11::CLI11`), which the rest of the library does not.
+///
+/// @code
+/// // At namespace scope: the family, registered before main runs (see docs/adding-a-model-family.md).
+/// static const bool registered = baukit::models::register_family("my_family", my_loader);
+/// // In main: baukit-lens's options and output, for every registered family.
+/// const int status = baukit::lens_command(argc, argv, baukit::LensCommandOptions().program("my-lens"));
+/// @endcode
+#pragma once
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <baukit/baukit.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+
+namespace baukit {
+
+/// What `lens_command` is run as.
+struct LensCommandOptions {
+  /// The model used without `--model` (`baukit-lens`: its embedded default model).
+  TORCH_ARG(std::filesystem::path, default_model) = "models/default";
+  /// The program's name, for `--help` and error messages.
+  TORCH_ARG(std::string, program) = "baukit-lens";
+};
+
+namespace detail {
+
+/// Progress on stderr: one line rewritten in place on a terminal, plain lines otherwise.
+class CommandProgress {
+ public:
+  /// Shows `text`; `done` ends its line.
+  void step(const std::string& text, bool done = false) {
+    if (tty_)
+      std::cerr << "\r\033[K" << text << (done ? "\n" : "") << std::flush;
+    else if (done)
+      std::cerr << text << "\n";
+  }
+
+ private:
+  bool tty_ = ::isatty(2) != 0;
+};
+
+/// The prompt from `--prompt-file`: a file (or a pipe, as `<(...)` gives) or standard input for "-"; at most 64 MiB.
+inline std::string read_prompt_file(const std::filesystem::path& path) {
+  constexpr std::size_t limit = std::size_t{64} << 20;
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) throw std::invalid_argument(fmt::format("--prompt-file: {}: cannot open", path.string()));
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  std::string text, chunk(1 << 16, '\0');
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > limit)
+      throw std::invalid_argument(fmt::format("--prompt-file: {} holds more than 64 MiB", path.string()));
+  }
+  if (in.bad()) throw std::invalid_argument(fmt::format("--prompt-file: {}: read failed", path.string()));
+  return text;
+}
+
+/// Seconds from `start` to now.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace detail
+
+/// Runs `baukit-lens` on `argc`, `argv` (its options: `--help`, or the README), for any family `from_pretrained`
+/// knows, those the program registered included. Returns the exit status: 0, or 1 after printing the error.
+inline int lens_command(int argc, char** argv, const LensCommandOptions& options = {}) {
+  namespace fs = std::filesystem;
+  CLI::App app{
+      "The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid",
+      options.program()};
+  fs::path model_dir = options.default_model(), tokenizer_dir, out = "lens.html", json_out, prompt_file;
+  std::string prompt = ". The Space Needle is located in", device_name = "cpu", target;
+  int64_t topk = 5;
+  int threads = 2;
+  bool deltas = false, attention_rows = false, truncate = false;
+  app.add_option("--model", model_dir, "Checkpoint directory (Hugging Face layout); default: the embedded model")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--tokenizer", tokenizer_dir,
+                 "Folder with tokenizer.json (and tokenizer_config.json), or GPT-2's vocab.json and merges.txt; "
+                 "default: the model's folder")
+      ->check(CLI::ExistingDirectory);
+  auto* prompt_option = app.add_option("--prompt", prompt, "The prompt")->capture_default_str();
+  app.add_option("--prompt-file", prompt_file, "Read the prompt from a file (UTF-8), or from standard input for -")
+      ->excludes(prompt_option);
+  app.add_option("--topk", topk, "Tokens per cell in the hover")->check(CLI::Range(1, 100))->capture_default_str();
+  app.add_flag("--deltas", deltas, "Open the page on the delta lens (each layer's change)");
+  app.add_flag("--attention-rows", attention_rows, "Add rows for the stream after each attention, before the MLP");
+  app.add_option("--target", target, "A token (e.g. \" Seattle\") whose rank every cell reports");
+  app.add_flag("--truncate", truncate,
+               "Keep the last tokens of a prompt longer than the model takes, instead of failing");
+  app.add_option("--out", out, "The HTML page to write")->capture_default_str();
+  app.add_option("--json", json_out, "Also write every number the page shows as JSON");
+  app.add_option("--device", device_name, "cpu, or cuda where this libtorch has CUDA")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  bool timings = false;
+  app.add_flag("--timings", timings, "Print the seconds of each phase (load, forward, decode, page) as a JSON line");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  detail::CommandProgress progress;
+  try {
+    if (!app.count("--model") && !fs::exists(model_dir / "config.json"))
+      throw std::invalid_argument(fmt::format(
+          "no --model given, and the default model is not at {} (baukit-lens's embedded model is installed in "
+          "<prefix>/share/baukit/models/default beside <prefix>/bin/baukit-lens; or set BAUKIT_DEFAULT_MODEL)",
+          model_dir.string()));
+    if (app.count("--target") && target.empty())
+      throw std::invalid_argument("--target: the token is empty; give one token, e.g. \" Seattle\"");
+    if (!prompt_file.empty()) prompt = detail::read_prompt_file(prompt_file);
+    // The outputs are opened before any work, so an unwritable path fails at once; both are put in place together.
+    std::optional<baukit::io::OutputFile> json_file;
+    baukit::io::OutputFile page_file(out);
+    if (!json_out.empty()) {
+      if (!page_file.written_through() && fs::weakly_canonical(out) == fs::weakly_canonical(json_out))
+        throw std::invalid_argument(fmt::format("--out and --json both name {}", out.string()));
+      json_file.emplace(json_out);
+    }
+    torch::set_num_threads(threads);
+    if (const auto kernels = baukit::kernels::use_openblas_kernels_for_this_cpu(); !kernels.empty())
+      std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
+                << " kernels\n";
+    else if (baukit::kernels::blas_runs_generic_kernels())
+      std::cerr << "note: libtorch's OpenBLAS runs generic kernels on this CPU (OPENBLAS_VERBOSE=2 names them); the "
+                   "lens decode uses oneDNN instead\n";
+    if (device_name == "cuda" && !torch::cuda::is_available())
+      throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
+    const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+
+    nlohmann::ordered_json phases;
+    auto start = std::chrono::steady_clock::now();
+    progress.step(fmt::format("loading {} ...", model_dir.string()));
+    // tokenizer.json, or vocab.json and merges.txt, from --tokenizer (or the model); added tokens (GPT-J's) from the
+    // model's folder first.
+    const auto vocab_dir = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
+    const auto tokenizer = [&] {
+      if (fs::exists(vocab_dir / "tokenizer.json")) return baukit::Tokenizer::from_pretrained(vocab_dir);
+      fs::path added;
+      for (const auto& dir : {model_dir, vocab_dir})
+        if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
+      for (const char* file : {"vocab.json", "merges.txt"})
+        if (!fs::exists(vocab_dir / file))
+          throw std::invalid_argument(
+              fmt::format("{}: no tokenizer.json and no {}; give --tokenizer DIR, a folder with "
+                          "tokenizer.json or with vocab.json and merges.txt",
+                          vocab_dir.string(), file));
+      return baukit::Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
+    }();
+    // No NaN scan here (it would read all the weights before the forward does): a non-finite stream or output is
+    // caught by the lens, and then a scanning load names the weights at fault.
+    auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);
+    baukit::set_requires_grad(false, model->module());
+    phases["load"] = detail::seconds_since(start);
+    progress.step(fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(),
+                              detail::seconds_since(start)),
+                  true);
+
+    auto ids = tokenizer.encode(prompt);
+    const std::string prompt_flag = prompt_file.empty() ? "--prompt" : "--prompt-file";
+    if (ids.empty()) throw std::invalid_argument(prompt_flag + ": the prompt is empty");
+    if (static_cast<int64_t>(ids.size()) > model->max_positions()) {
+      if (!truncate)
+        throw std::invalid_argument(
+            fmt::format("{}: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
+                        prompt_flag, ids.size(), model->max_positions(), model->max_positions()));
+      ids.erase(ids.begin(), ids.end() - model->max_positions());
+    }
+    int64_t target_id = -1;
+    if (!target.empty()) {
+      const auto target_ids = tokenizer.encode(target, baukit::EncodeOptions{false, false});  // no BOS
+      if (target_ids.size() != 1)
+        throw std::invalid_argument(fmt::format(
+            "--target: '{}' is {} tokens; give exactly one token (mind the leading space)", target, target_ids.size()));
+      target_id = target_ids.front();
+    }
+    tokenizer.check_ids_fit(ids, model->vocab_size());
+    if (target_id >= 0) tokenizer.check_ids_fit({target_id}, model->vocab_size());
+
+    start = std::chrono::steady_clock::now();
+    const auto options = baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows);
+    baukit::LensResult result;
+    try {
+      result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
+        if (!phases.contains("forward")) phases["forward"] = detail::seconds_since(start);
+        progress.step(fmt::format("decoding rows {}/{}", done, total));
+      });
+    } catch (const baukit::NonFiniteError&) {
+      (void)baukit::models::from_pretrained(model_dir, torch::kCPU, /*check_finite=*/true);  // throws naming them
+      throw;  // the weights are finite: an overflow
+    }
+    phases["decode"] = detail::seconds_since(start) - phases["forward"].get<double>();
+    progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(),
+                              detail::seconds_since(start)),
+                  true);
+
+    start = std::chrono::steady_clock::now();
+    page_file.stream() << baukit::lens_page_html(
+        result, tokenizer,
+        baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
+    if (json_file) {
+      auto json = baukit::to_json(result, tokenizer);
+      json["model"] = model_dir.string();
+      json_file->stream() << json.dump() << '\n';
+      baukit::io::commit_all({&page_file, &*json_file});
+    } else {
+      page_file.commit();
+    }
+    phases["page"] = detail::seconds_since(start);
+    // With an output written through (--json /dev/stdout | jq), the notes go to stderr, out of its way.
+    std::ostream& notes =
+        page_file.written_through() || (json_file && json_file->written_through()) ? std::cerr : std::cout;
+    notes << "wrote " << fs::absolute(out).string() << "\n";
+    if (json_file) notes << "wrote " << fs::absolute(json_out).string() << "\n";
+    if (timings) notes << "timings: " << phases.dump() << "\n";
+  } catch (const std::exception& e) {
+    progress.step("", false);
+    std::cerr << options.program() << ": error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace baukit
