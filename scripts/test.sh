@@ -17,7 +17,7 @@ if [[ "${BAUKIT_SANITIZERS:-1}" != 0 ]]; then
   cmake -S . -B "$sanitize" -G Ninja -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DBAUKIT_SANITIZE=ON \
     -DBAUKIT_BUILD_FUZZERS=ON -DBAUKIT_BUILD_BENCH=OFF -DBAUKIT_FUZZ_SECONDS="${BAUKIT_FUZZ_SECONDS:-20}"
   # Only what the tests run: the test program (with baukit-lens, which it drives) and the fuzzers.
-  cmake --build "$sanitize" --parallel "$(nproc)" --target baukit_tests tracing-guide seed-notebook \
+  cmake --build "$sanitize" --parallel "$(nproc)" --target baukit_tests tracing-guide seed-notebook own-network \
     fuzz_safetensors fuzz_torch_bin fuzz_config fuzz_tokenizer fuzz_show
   # libtorch and the C++ runtime are not instrumented: leak reports at exit are theirs (static registries).
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
