@@ -89,8 +89,11 @@ void check_same_cell(const baukit::LensCell& a, const baukit::LensCell& b, doubl
   for (std::size_t i = 0; i < a.probs.size(); ++i) CHECK(a.probs[i] == Approx(b.probs[i]).margin(prob_margin));
   CHECK(a.entropy == Approx(b.entropy).margin(stat_margin));
   CHECK(a.kl_to_final == Approx(b.kl_to_final).margin(stat_margin));
-  CHECK(a.rank_of_final_top1 == b.rank_of_final_top1);
-  CHECK(a.rank_of_target == b.rank_of_target);
+  // Ranks equal near the top; deep in a large vocabulary (Gemma's 262,208 tokens in the 24-wide fixtures), where
+  // neighbouring logits lie ~1e-6 apart, float rounding moves a rank by a few places in a hundred thousand.
+  const auto same_rank = [](int64_t x, int64_t y) { return std::abs(x - y) <= (std::max(x, y) > 1000 ? std::max(x, y) / 10000 : 0); };
+  CHECK(same_rank(a.rank_of_final_top1, b.rank_of_final_top1));
+  CHECK(same_rank(a.rank_of_target, b.rank_of_target));
 }
 
 std::size_t count(const std::string& text, const std::string& needle) {
@@ -603,15 +606,19 @@ static bool prompts_add_bos(const nlohmann::json& reference) {
   return true;
 }
 
-TEST_CASE("baukit-lens --json on the Llama-architecture fixtures equals the reference lens and delta lens",
-          "[lens][command][llama]") {
-  const auto dir = scratch("lens-llama");
-  const auto spec = read_json(kData / "llama" / "fixtures.json");
-  for (const auto& fixture : spec["fixtures"]) {
+TEST_CASE("baukit-lens --json on the Llama, Gemma and GPT-NeoX fixtures equals the reference lens and delta lens",
+          "[lens][command][llama][gemma][neox]") {
+  const auto dir = scratch("lens-families");
+  // Written by the ctest fixtures llama_fixtures_setup and families_fixtures_setup.
+  int64_t checked = 0;
+  for (const auto& [data, fixtures] : {std::pair{kData / "llama", fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures"},
+                                       std::pair{kData / "families", fs::path(BAUKIT_BINARY_DIR) / "families-fixtures"}})
+  for (const auto spec = read_json(data / "fixtures.json"); const auto& fixture : spec["fixtures"]) {  // spec lives on
+    ++checked;
     const auto name = fixture["name"].get<std::string>();
-    const auto model = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures" / name;  // written by llama_fixtures_setup
+    const auto model = fixtures / name;
     REQUIRE(fs::exists(model / "tokenizer.json"));
-    const auto reference = read_json(kData / "llama" / (name + ".json"));
+    const auto reference = read_json(data / (name + ".json"));
     for (const auto& prompt : reference["prompts"]) {
       const auto text = prompt["text"].get<std::string>();
       INFO(name << ": " << text);
@@ -631,6 +638,7 @@ TEST_CASE("baukit-lens --json on the Llama-architecture fixtures equals the refe
       CHECK(read_bytes(dir / "lens.html").find(R"(title="Token 0" class="lens-cell lens-head">&lt;s&gt;<)") !=
             std::string::npos);
   }
+  CHECK(checked == 13);  // 5 Llama-architecture fixtures, 8 of Gemma and GPT-NeoX
 }
 
 TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forward) equals each prompt's own lens",
@@ -638,7 +646,10 @@ TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forwar
   const std::vector<std::string> texts = {"Paris is the capital of", ". The Space Needle is located in", "Hi",
                                           "In his NBA career, KC Jones played"};
   const auto llama = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures";  // written by llama_fixtures_setup
-  for (const auto& dir : {kFixtures / "gpt2-tiny", llama / "mistral-tiny-sharded", llama / "qwen3-tiny"}) {
+  const auto families = fs::path(BAUKIT_BINARY_DIR) / "families-fixtures";  // written by families_fixtures_setup
+  for (const auto& dir : {kFixtures / "gpt2-tiny", llama / "mistral-tiny-sharded", llama / "qwen3-tiny",
+                          families / "gemma2-tiny-bf16", families / "gemma3-tiny-sharded", families / "pythia-tiny-f16",
+                          families / "neox-sequential-tiny"}) {
     INFO(dir);
     REQUIRE(fs::exists(dir / "config.json"));
     auto model = baukit::models::from_pretrained(dir);
@@ -661,7 +672,11 @@ TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forwar
     CHECK(std::adjacent_find(batch.ids.begin(), batch.ids.end(), [](const auto& a, const auto& b) {
             return a.size() == b.size();
           }) == batch.ids.end());  // the lengths differ, so there is padding to get right
-    const auto options = baukit::LensOptions().topk(5).attention_rows(true);
+    const bool parallel = model->lens_layout().attention.empty();  // Pythia: no point after attention alone
+    if (parallel)
+      CHECK_THROWS_WITH(baukit::logit_lens(*model, batch.ids[0], baukit::LensOptions().attention_rows(true)),
+                        Catch::Contains("no residual stream point after attention alone"));
+    const auto options = baukit::LensOptions().topk(5).attention_rows(!parallel);
     const auto results = baukit::logit_lens_batch(*model, batch.ids, options);
     REQUIRE(results.size() == texts.size());
     for (std::size_t b = 0; b < texts.size(); ++b) {

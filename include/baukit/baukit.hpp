@@ -15,7 +15,9 @@
 #include <baukit/models/auto.hpp>
 #include <baukit/models/blas.hpp>  // forwarding: the old baukit::models names of the kernels
 #include <baukit/models/causal_lm.hpp>
+#include <baukit/models/gemma.hpp>
 #include <baukit/models/gpt2.hpp>
+#include <baukit/models/gpt_neox.hpp>
 #include <baukit/models/gptj.hpp>
 #include <baukit/models/llama.hpp>
 #include <baukit/models/onednn_linear.hpp>  // forwarding

@@ -95,11 +95,12 @@ void rebuild_sequential(torch::nn::SequentialImpl& seq, Element element) {
   seq = torch::nn::SequentialImpl(std::move(items));
 }
 
+// Whether `any` holds exactly an `Impl`; if so and `apply`, `wrapped` becomes its traced wrapper (built only then).
 template <class Impl>
-bool wrap_if(const torch::nn::AnyModule& any, torch::nn::AnyModule& wrapped) {
+bool wrap_if(const torch::nn::AnyModule& any, torch::nn::AnyModule& wrapped, bool apply) {
   auto module = any.ptr();
   if (typeid(*module) != typeid(Impl)) return false;
-  wrapped = torch::nn::AnyModule(traced(std::dynamic_pointer_cast<Impl>(module)));
+  if (apply) wrapped = torch::nn::AnyModule(traced(std::dynamic_pointer_cast<Impl>(module)));
   return true;
 }
 
@@ -130,7 +131,7 @@ void replace_module(torch::nn::Module& model, const std::string& name, std::shar
 namespace detail {
 
 /// `make_traceable`'s work on `seq` (named `path` in the outermost one): with `apply` false only the check, which
-/// throws naming the first element it cannot make traceable; with `apply` true the conversion.
+/// throws naming the first element it cannot make traceable and builds no wrapper; with `apply` true the conversion.
 template <class... ExtraImpls>
 void make_traceable_elements(torch::nn::SequentialImpl& seq, bool apply, const std::string& path) {
   std::vector<torch::nn::AnyModule> wrapped(seq.size());
@@ -143,19 +144,19 @@ void make_traceable_elements(torch::nn::SequentialImpl& seq, bool apply, const s
     const auto name = path.empty() ? child.key() : path + "." + child.key();
     if (auto inner = std::dynamic_pointer_cast<nn::SequentialImpl>(any.ptr())) {  // a Sequential inside: its
       make_traceable_elements<ExtraImpls...>(*inner, apply, name);                // elements, then itself
-      out = dynamic_cast<Hookable*>(inner.get()) ? any : nn::AnyModule(traced(inner));
+      if (apply) out = dynamic_cast<Hookable*>(inner.get()) ? any : nn::AnyModule(traced(inner));
       continue;
     }
     if (dynamic_cast<Hookable*>(any.ptr().get())) {
       out = any;
       continue;
     }
-    const bool known = wrap_if<nn::LinearImpl>(any, out) || wrap_if<nn::LayerNormImpl>(any, out) ||
-                       wrap_if<nn::EmbeddingImpl>(any, out) || wrap_if<nn::DropoutImpl>(any, out) ||
-                       wrap_if<nn::SoftmaxImpl>(any, out) || wrap_if<nn::LogSoftmaxImpl>(any, out) ||
-                       wrap_if<nn::GELUImpl>(any, out) || wrap_if<nn::ReLUImpl>(any, out) ||
-                       wrap_if<nn::TanhImpl>(any, out) || wrap_if<nn::SigmoidImpl>(any, out) ||
-                       wrap_if<nn::IdentityImpl>(any, out) || (wrap_if<ExtraImpls>(any, out) || ...);
+    const bool known = wrap_if<nn::LinearImpl>(any, out, apply) || wrap_if<nn::LayerNormImpl>(any, out, apply) ||
+                       wrap_if<nn::EmbeddingImpl>(any, out, apply) || wrap_if<nn::DropoutImpl>(any, out, apply) ||
+                       wrap_if<nn::SoftmaxImpl>(any, out, apply) || wrap_if<nn::LogSoftmaxImpl>(any, out, apply) ||
+                       wrap_if<nn::GELUImpl>(any, out, apply) || wrap_if<nn::ReLUImpl>(any, out, apply) ||
+                       wrap_if<nn::TanhImpl>(any, out, apply) || wrap_if<nn::SigmoidImpl>(any, out, apply) ||
+                       wrap_if<nn::IdentityImpl>(any, out, apply) || (wrap_if<ExtraImpls>(any, out, apply) || ...);
     if (!known)
       throw std::invalid_argument(
           fmt::format("baukit: cannot make element '{}' ({}) traceable: name its Impl type as a template argument, "

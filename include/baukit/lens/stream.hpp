@@ -40,7 +40,9 @@ inline torch::Tensor residual_stream_batch(models::CausalLM& model, const std::v
   const auto layout = model.lens_layout();
   if (attention_rows && layout.attention.size() != layout.blocks.size())
     throw std::invalid_argument(
-        fmt::format("lens: the {} family has no residual stream point after attention", model.model_type()));
+        fmt::format("lens: the {} model has no residual stream point after attention alone (its attention and MLP "
+                    "read the block's input in parallel): leave out attention rows",
+                    model.model_type()));
   const auto batch = static_cast<int64_t>(prompts.size()), tokens = static_cast<int64_t>(longest);
   auto input = torch::zeros({batch, tokens}, torch::kLong);  // padding id 0: any id the model has
   auto mask = torch::zeros({batch, tokens}, torch::kLong);

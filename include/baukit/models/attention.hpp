@@ -37,8 +37,13 @@ struct AttentionOptions {
   TORCH_ARG(bool, qkv_bias) = false;
   /// A bias on the output projection (Llama's `attention_bias`).
   TORCH_ARG(bool, output_bias) = false;
-  /// RMSNorm over each query and key head before rotary, with this epsilon (Qwen 3); none when unset.
+  /// RMSNorm over each query and key head before rotary, with this epsilon (Qwen 3, Gemma 3); none when unset.
   TORCH_ARG(std::optional<double>, qk_norm_eps) = std::nullopt;
+  /// The q/k norms scale by `1 + weight` (Gemma 3's RMSNorm).
+  TORCH_ARG(bool, qk_norm_unit_offset) = false;
+  /// Soft-caps the scaled scores before the mask, `cap * tanh(scores / cap)` (Gemma 2's `attn_logit_softcapping`);
+  /// 0: none.
+  TORCH_ARG(double, softcap) = 0.0;
   /// A query sees at most this many keys, itself included (Mistral's `sliding_window`); 0: all before it.
   TORCH_ARG(int64_t, sliding_window) = 0;
   /// Multiplies the scores; 0 means head_dim^-0.5.
@@ -48,6 +53,11 @@ struct AttentionOptions {
   /// How projection weights are stored (upcast at use).
   TORCH_ARG(torch::ScalarType, dtype) = torch::kFloat32;
 };
+
+/// `cap * tanh(x / cap)`: `x` squashed smoothly into (-cap, cap) (Gemma 2's attention and final logit soft-capping).
+inline torch::Tensor soft_cap(const torch::Tensor& x, double cap) {
+  return torch::tanh(x / cap) * cap;
+}
 
 /// Causal self-attention: `o_proj(softmax(q k^T * scaling + mask) v)`, scores and softmax in float32 as Hugging
 /// Face's eager attention computes them.
@@ -70,8 +80,9 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
     v_proj = register_module("v_proj", Linear(LinearOptions(d, kv).bias(o.qkv_bias()).dtype(o.dtype())));
     o_proj = register_module("o_proj", Linear(LinearOptions(q, d).bias(o.output_bias()).dtype(o.dtype())));
     if (o.qk_norm_eps()) {
-      q_norm = register_module("q_norm", RMSNorm(RMSNormOptions(o.head_dim()).eps(*o.qk_norm_eps())));
-      k_norm = register_module("k_norm", RMSNorm(RMSNormOptions(o.head_dim()).eps(*o.qk_norm_eps())));
+      const auto norm = RMSNormOptions(o.head_dim()).eps(*o.qk_norm_eps()).unit_offset(o.qk_norm_unit_offset());
+      q_norm = register_module("q_norm", RMSNorm(norm));
+      k_norm = register_module("k_norm", RMSNorm(norm));
     }
   }
 
@@ -93,6 +104,7 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
     if (group > 1) k = k.repeat_interleave(group, 1), v = v.repeat_interleave(group, 1);  // head h reads h / group
     const double scaling = options.scaling() > 0 ? options.scaling() : 1.0 / std::sqrt(static_cast<double>(hd));
     auto scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-2, -1)) * scaling;
+    if (options.softcap() > 0) scores = soft_cap(scores, options.softcap());
     const auto blocked = with_window(mask, tokens, k.size(2), x.device());
     if (blocked.defined()) scores = scores.masked_fill(blocked, std::numeric_limits<float>::lowest());
     const auto probs = torch::softmax(scores, -1);
@@ -105,8 +117,8 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   Linear k_proj{nullptr};    ///< hidden -> kv heads * head_dim.
   Linear v_proj{nullptr};    ///< hidden -> kv heads * head_dim.
   Linear o_proj{nullptr};    ///< heads * head_dim -> hidden.
-  RMSNorm q_norm{nullptr};   ///< Per query head (Qwen 3); null otherwise.
-  RMSNorm k_norm{nullptr};   ///< Per key head (Qwen 3); null otherwise.
+  RMSNorm q_norm{nullptr};   ///< Per query head (Qwen 3, Gemma 3); null otherwise.
+  RMSNorm k_norm{nullptr};   ///< Per key head (Qwen 3, Gemma 3); null otherwise.
 
  private:
   // The causal (and padding) mask with the sliding window's older keys blocked too: query i (at cache index

@@ -18,7 +18,9 @@
 
 #include <baukit/models/causal_lm.hpp>
 #include <baukit/models/config.hpp>
+#include <baukit/models/gemma.hpp>
 #include <baukit/models/gpt2.hpp>
+#include <baukit/models/gpt_neox.hpp>
 #include <baukit/models/gptj.hpp>
 #include <baukit/models/llama.hpp>
 #include <baukit/models/pretrained.hpp>
@@ -58,7 +60,9 @@ inline FamilyRegistry& family_registry() {
     auto& r = registry;
     r.loaders["gpt2"] = loader_of<GPT2LMHeadModelImpl>();
     r.loaders["gptj"] = loader_of<GPTJForCausalLMImpl>();
+    r.loaders["gpt_neox"] = loader_of<GPTNeoXForCausalLMImpl>();
     for (const auto& type : LlamaConfig::model_types()) r.loaders[type] = loader_of<LlamaForCausalLMImpl>();
+    for (const auto& type : GemmaConfig::model_types()) r.loaders[type] = loader_of<GemmaForCausalLMImpl>();
     return true;
   }();
   (void)built_in;

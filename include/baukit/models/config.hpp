@@ -82,6 +82,17 @@ struct ConfigReader {
   void operator()(const char* key, std::optional<int64_t>& value, bool) const {
     if (file.json.contains(key)) value = file.json[key].is_null() ? std::nullopt : std::optional(file.positive(key, 0));
   }
+  /// An optional number (null: none); positive when asked.
+  void operator()(const char* key, std::optional<double>& value, bool positive) const {
+    if (!file.json.contains(key)) return;
+    if (file.json[key].is_null()) {
+      value = std::nullopt;
+      return;
+    }
+    double given = 0;
+    (*this)(key, given, positive);
+    value = given;
+  }
   /// A number; positive when asked.
   void operator()(const char* key, double& value, bool positive) const {
     value = file.get<double>(key, value);
@@ -104,7 +115,7 @@ struct ConfigWriter {
   /// Writes `value` under `key`.
   template <class T>
   void operator()(const char* key, const T& value, bool) const {
-    if constexpr (std::is_same_v<T, std::optional<int64_t>>)
+    if constexpr (std::is_same_v<T, std::optional<int64_t>> || std::is_same_v<T, std::optional<double>>)
       json[key] = value ? nlohmann::json(*value) : nlohmann::json(nullptr);
     else
       json[key] = value;

