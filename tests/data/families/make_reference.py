@@ -4,8 +4,8 @@
 A transcription of Hugging Face's forward for Gemma2ForCausalLM, Gemma3ForCausalLM (text) and GPTNeoXForCausalLM
 (modeling_gemma2.py, modeling_gemma3.py, modeling_gpt_neox.py; rotary frequencies from modeling_rope_utils.py),
 written independently of the C++ and run on the checkpoint files as written (BF16/F16 weights upcast to float32).
-File handling and rope_parameters come from ../llama/make_reference.py. Uses Debian's python3-torch for tensor
-arithmetic only.
+File handling, rope_parameters and the greedy loops come from ../llama/make_reference.py. Uses Debian's
+python3-torch for tensor arithmetic only.
 
 Semantics it fixes:
 - Gemma: RMSNorm scales by (1 + weight) in float32; the embedding is multiplied by sqrt(hidden_size) rounded to the
@@ -27,7 +27,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / 'llama'))
-from make_reference import read_weights, write_safetensors, rope_parameters, rotate_half  # noqa: E402
+from make_reference import (greedy, greedy_batch, read_weights, rope_parameters, rotate_half,  # noqa: E402
+                            write_safetensors)
 
 DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float32': torch.float32}
 
@@ -48,6 +49,14 @@ def rotary(inv_freq, attention_scaling, position_ids):
 def turn(x, cos, sin):
     rd = cos.shape[-1]
     return torch.cat((x[..., :rd] * cos + rotate_half(x[..., :rd]) * sin, x[..., rd:]), -1)
+
+
+def projection(w, prefix):
+    """t -> t @ W.T (+ b) for the Linear named prefix + name."""
+    def proj(name, t):
+        y = t @ w[prefix + name + '.weight'].T
+        return y + w[prefix + name + '.bias'] if prefix + name + '.bias' in w else y
+    return proj
 
 
 def attend(q, k, v, allowed, scaling, softcap=None):
@@ -99,11 +108,7 @@ def gemma_forward(w, cfg, ids, attention_mask=None):
     states = [x]
     for layer in range(cfg['num_hidden_layers']):
         p = f'model.layers.{layer}.'
-
-        def proj(name, t):
-            y = t @ w[p + name + '.weight'].T
-            return y + w[p + name + '.bias'] if p + name + '.bias' in w else y
-
+        proj = projection(w, p)
         h = gemma_norm(x, w[p + 'input_layernorm.weight'], eps)
         q = proj('self_attn.q_proj', h).view(B, T, H, D).transpose(1, 2)
         k = proj('self_attn.k_proj', h).view(B, T, KV, D).transpose(1, 2)
@@ -155,11 +160,7 @@ def neox_forward(w, cfg, ids, attention_mask=None):
     states = [x]
     for layer in range(cfg['num_hidden_layers']):
         p = f'gpt_neox.layers.{layer}.'
-
-        def proj(name, t):
-            y = t @ w[p + name + '.weight'].T
-            return y + w[p + name + '.bias'] if p + name + '.bias' in w else y
-
+        proj = projection(w, p)
         qkv = proj('attention.query_key_value', layer_norm(x, w, p + 'input_layernorm', eps))
         q, k, v = qkv.view(B, T, H, 3 * D).transpose(1, 2).chunk(3, dim=-1)
         q, k = turn(q, cos, sin), turn(k, cos, sin)
@@ -191,26 +192,6 @@ def lens(head, states, k=5):
     return {'tokens': top.tolist(), 'probs': torch.gather(probs, -1, top).tolist(), 'magnitudes': magnitudes.tolist()}
 
 
-def greedy(forward, w, cfg, ids, steps=10):
-    seq = list(ids)
-    for _ in range(steps):
-        seq.append(int(forward(w, cfg, torch.tensor([seq]))[1][0, -1].argmax()))
-    return seq[len(ids):]
-
-
-def greedy_batch(forward, w, cfg, prompts, pad, steps=10):
-    """Left-padded batch, one forward per step over the whole sequences."""
-    seqs = [list(p) for p in prompts]
-    for _ in range(steps):
-        longest = max(len(s) for s in seqs)
-        ids = torch.tensor([[pad] * (longest - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs])
-        logits = forward(w, cfg, ids, mask)[1]
-        for s, row in zip(seqs, logits[:, -1]):
-            s.append(int(row.argmax()))
-    return [s[len(p):] for s, p in zip(seqs, prompts)]
-
-
 def main(root):
     root = Path(root)
     spec = json.loads((HERE / 'fixtures.json').read_text())
@@ -236,11 +217,11 @@ def main(root):
             last_values, last_ids = logits[0, -1].topk(64)
             results.append({'text': prompt['text'], 'ids': ids, 'lens': lens(head, hidden),
                             'delta_lens': lens(head, states[1:] - states[:-1]),
-                            'generated': greedy(forward, w, cfg, ids),
+                            'generated': greedy(w, cfg, ids, forward=forward),
                             'logits_last_top64': {'ids': last_ids.tolist(), 'values': last_values.tolist()}})
             tensors[f'p{n}.hidden'] = hidden
             tensors[f'p{n}.embed'] = states[0]
-        batch = greedy_batch(forward, w, cfg, [p['ids'] for p in prompts[name]], pad=0)
+        batch = greedy_batch(w, cfg, [p['ids'] for p in prompts[name]], pad=0, forward=forward)
         (HERE / f'{name}.json').write_text(json.dumps({'checksums': checksums, 'prompts': results,
                                                        'batch_generated': batch}) + '\n')
         write_safetensors(HERE / f'{name}.safetensors', tensors)

@@ -210,14 +210,14 @@ def lens(w, cfg, states, unembed, k=5):
     return {'tokens': top.tolist(), 'probs': torch.gather(probs, -1, top).tolist(), 'magnitudes': magnitudes.tolist()}
 
 
-def greedy(w, cfg, ids, steps=10):
+def greedy(w, cfg, ids, steps=10, forward=forward):
     seq = list(ids)
     for _ in range(steps):
         seq.append(int(forward(w, cfg, torch.tensor([seq]))[1][0, -1].argmax()))
     return seq[len(ids):]
 
 
-def greedy_batch(w, cfg, prompts, pad, steps=10):
+def greedy_batch(w, cfg, prompts, pad, steps=10, forward=forward):
     """Left-padded batch, one forward per step over the whole sequences."""
     seqs = [list(p) for p in prompts]
     for _ in range(steps):
