@@ -10,7 +10,8 @@ packages=(
 if [[ "${1:-}" == "--test" ]]; then
   # Headless browser for the page test; LLVM's libFuzzer runtime for the fuzzers (built by GCC, see tests/fuzz);
   # Node.js and npm for the tokenizer tests' vocabularies and references (tests/data/tokenizers), unless present.
-  packages+=(chromium libclang-rt-14-dev)
+  # python3-torch writes and reads the tuned-lens and Jacobian-lens files of the learned-lens tests (tests/data/learned_lens).
+  packages+=(chromium libclang-rt-14-dev python3-torch)
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 fi
 missing=()

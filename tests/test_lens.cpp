@@ -698,3 +698,315 @@ TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forwar
   CHECK_THROWS_WITH(baukit::logit_lens_batch(*baukit::models::from_pretrained(kFixtures / "gpt2-tiny"), {{464}, {}}),
                     Catch::Contains("prompt 1 has no tokens"));
 }
+
+namespace {
+
+const fs::path kDefaultModel = fs::path(BAUKIT_SOURCE_DIR) / "models" / "default";
+
+// Runs tests/data/learned_lens/lenses.py under Debian's python3-torch; the test fails if that does.
+std::string learned_lens_script(const std::string& args) {
+  const std::string python = BAUKIT_TORCH_PYTHON;
+  INFO("needs Debian's python3-torch at " << python << " (scripts/install-deps.sh --test installs it)");
+  REQUIRE(python.find("NOTFOUND") == std::string::npos);
+  const auto result =
+      run(fmt::format("{} {} {}", quoted(python), quoted((kData / "learned_lens" / "lenses.py").string()), args));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  return result.output;
+}
+
+std::map<std::string, torch::Tensor> read_safetensors(const fs::path& path) {
+  baukit::io::SafetensorsFile file(path);
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& entry : file.entries()) tensors.emplace(entry.name, file.tensor(entry).clone());
+  return tensors;
+}
+
+double max_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat32) - b.to(torch::kFloat32)).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Learned lenses: the published tuned-lens and Jacobian-lens files load and decode as Python decodes "
+    "them, and a tuned lens saved in C++ loads in Python",
+    "[lens][learned]") {
+  const auto dir = scratch("learned");
+  for (const auto* dtype : {"float32", "float16"})
+    learned_lens_script(fmt::format("write-tuned {} 128 6 1 {}", quoted((dir / dtype).string()), dtype));
+  learned_lens_script(fmt::format("write-jacobian {} 128 6 2", quoted((dir / "jacobian.pt").string())));
+
+  auto model = baukit::models::from_pretrained(kDefaultModel);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kDefaultModel);
+  const auto ids = tokenizer.encode(". The Space Needle is located in");
+  const auto stream = baukit::residual_stream(*model, ids);  // [7, tokens, 128]
+  baukit::io::save_safetensors(dir / "stream.safetensors", {{"stream", stream}});
+  const auto jacobian = baukit::load_jacobian_lens(dir / "jacobian.pt");
+  CHECK(jacobian->source_layers() == std::vector<int64_t>{0, 1, 2, 3, 4});
+  CHECK(jacobian->n_prompts() == 100);
+  CHECK(jacobian->matrix(0).scalar_type() == torch::kFloat16);  // kept as stored
+  for (const auto* dtype : {"float32", "float16"}) {
+    INFO(dtype);
+    const auto tuned = baukit::load_tuned_lens(dir / dtype);
+    CHECK(tuned->config().num_hidden_layers == 6);
+    learned_lens_script(fmt::format("decode {} {} {} {} {}", quoted((dir / "stream.safetensors").string()),
+                                    quoted((kDefaultModel / "model.safetensors").string()),
+                                    quoted((dir / dtype).string()), quoted((dir / "jacobian.pt").string()),
+                                    quoted((dir / "python.safetensors").string())));
+    const auto expected = read_safetensors(dir / "python.safetensors");
+    // Each layer's decoder (translator, ln_f, lm_head, softmax) gives Python's distribution.
+    torch::NoGradGuard no_grad;
+    for (int64_t l = 0; l < 6; ++l) {
+      INFO("layer " << l);
+      auto tuned_decoder = l < 5 ? baukit::make_decoder(*model, tuned.ptr(), l) : baukit::make_decoder(*model);
+      auto jacobian_decoder = l < 5 ? baukit::make_decoder(*model, jacobian, l) : baukit::make_decoder(*model);
+      CHECK(max_difference(tuned_decoder->forward(stream[l + 1]), expected.at(fmt::format("tuned.{}", l))) < 1e-5);
+      CHECK(max_difference(jacobian_decoder->forward(stream[l + 1]), expected.at(fmt::format("jacobian.{}", l))) <
+            1e-5);
+    }
+    // In the lens: one grid each, whose cells are those distributions' top-k.
+    const auto result =
+        baukit::logit_lens(*model, ids, baukit::LensOptions().topk(3).learned_lenses({tuned.ptr(), jacobian}));
+    REQUIRE(result.learned.size() == 2);
+    CHECK(result.learned[0].name == "tuned_lens");
+    CHECK(result.learned[1].name == "jacobian_lens");
+    for (std::size_t v = 0; v < 2; ++v)
+      for (int64_t l = 0; l < 6; ++l)
+        for (std::size_t t = 0; t < ids.size(); ++t) {
+          const auto probs =
+              expected.at(fmt::format("{}.{}", v == 0 ? "tuned" : "jacobian", l))[static_cast<int64_t>(t)];
+          const auto [top, top_ids] = probs.topk(3);
+          const auto& cell = result.learned[v].grid.cells[static_cast<std::size_t>(l)][t];
+          CHECK(cell.probs[0] == Approx(top[0].item<float>()).margin(1e-4));  // the lens decode's own kernels
+          CHECK((cell.tokens[0] == top_ids[0].item<int64_t>() || top[0].item<float>() - top[1].item<float>() < 1e-4));
+        }
+    // The last layer is the model's output in every view.
+    for (std::size_t t = 0; t < ids.size(); ++t)
+      CHECK(result.learned[0].grid.cells[5][t].tokens == result.lens.cells[5][t].tokens);
+  }
+  // A new tuned lens is zero: exactly the logit lens.
+  const auto zero = baukit::make_tuned_lens(*model, 128);
+  const auto plain = baukit::logit_lens(*model, ids, baukit::LensOptions().learned_lenses({zero.ptr()}));
+  for (std::size_t l = 0; l < 6; ++l)
+    for (std::size_t t = 0; t < ids.size(); ++t) {
+      CHECK(plain.learned[0].grid.cells[l][t].tokens == plain.lens.cells[l][t].tokens);
+      CHECK(plain.learned[0].grid.cells[l][t].probs == plain.lens.cells[l][t].probs);
+    }
+  // Saved by C++ (after a change), loaded by Python as tuned-lens loads it, with the same parameters.
+  auto tuned = baukit::load_tuned_lens(dir / "float16");
+  {
+    torch::NoGradGuard no_grad;
+    tuned->translator(2)->weight[0][0] = 0.25;
+  }
+  baukit::save_tuned_lens(*tuned, dir / "saved");
+  std::vector<std::pair<std::string, torch::Tensor>> parameters;
+  for (const auto& item : tuned->named_parameters()) parameters.emplace_back(item.key(), item.value());
+  baukit::io::save_safetensors(dir / "expected.safetensors", parameters);
+  CHECK(learned_lens_script(fmt::format("check-tuned {} {}", quoted((dir / "saved").string()),
+                                        quoted((dir / "expected.safetensors").string())))
+            .find("ok: 12 tensors of a 6-layer lens") != std::string::npos);
+  // ... and by C++ again, equal.
+  const auto again = baukit::load_tuned_lens(dir / "saved");
+  for (std::size_t i = 0; i < parameters.size(); ++i) CHECK(torch::equal(again->parameters()[i], parameters[i].second));
+}
+
+TEST_CASE("Learned lenses: files that do not fit name the file, the key and what was expected", "[lens][learned]") {
+  const auto dir = scratch("learned-errors");
+  learned_lens_script(fmt::format("write-tuned {} 128 6 1 float32", quoted((dir / "good").string())));
+  learned_lens_script(fmt::format("write-tuned {} 64 6 1 float32", quoted((dir / "narrow").string())));
+  learned_lens_script(fmt::format("write-jacobian {} 64 6 2", quoted((dir / "narrow.pt").string())));
+  auto model = baukit::models::from_pretrained(kDefaultModel);
+  // A config that disagrees with its params.pt.
+  auto edited = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    const auto to = dir / name;
+    fs::create_directories(to);
+    fs::copy_file(dir / "good" / "params.pt", to / "params.pt", fs::copy_options::overwrite_existing);
+    auto config = read_json(dir / "good" / "config.json");
+    edit(config);
+    write_bytes(to / "config.json", config.dump());
+    return to;
+  };
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("seven", [](auto& c) { c["num_hidden_layers"] = 7; })),
+                    Catch::Contains("params.pt: no '6.weight'") && Catch::Contains("[missing]"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("five", [](auto& c) { c["num_hidden_layers"] = 5; })),
+                    Catch::Contains("'5.bias' is not a translator parameter") && Catch::Contains("[unexpected]"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("nobias", [](auto& c) { c["bias"] = false; })),
+                    Catch::Contains("'0.bias' is not a translator parameter"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("wide", [](auto& c) { c["d_model"] = 256; })),
+                    Catch::Contains("'0.weight' has shape [128, 128], but d_model 256 needs [256, 256] [shape]"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("nowidth", [](auto& c) { c.erase("d_model"); })),
+                    Catch::Contains("config.json: 'd_model' is missing"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(edited("type", [](auto& c) { c["lens_type"] = "logit_lens"; })),
+                    Catch::Contains("only 'linear_tuned_lens' is supported"));
+  CHECK_THROWS_WITH(baukit::load_tuned_lens(dir / "missing"), Catch::Contains("config.json"));
+  // Lenses of another model: refused before any work, by the lens and by the command.
+  const auto ids = std::vector<int64_t>{464, 3290};
+  CHECK_THROWS_WITH(
+      baukit::logit_lens(*model, ids,
+                         baukit::LensOptions().learned_lenses({baukit::load_tuned_lens(dir / "narrow").ptr()})),
+      Catch::Contains("made for 6 layers of width 64") && Catch::Contains("6 layers of width 128"));
+  CHECK_THROWS_WITH(
+      baukit::logit_lens(*model, ids,
+                         baukit::LensOptions().learned_lenses({baukit::load_jacobian_lens(dir / "narrow.pt")})),
+      Catch::Contains("narrow.pt: d_model 64, but the model is 128 wide"));
+  CHECK_THROWS_WITH(baukit::logit_lens(*model, ids,
+                                       baukit::LensOptions().attention_rows(true).learned_lenses(
+                                           {baukit::load_tuned_lens(dir / "good").ptr()})),
+                    Catch::Contains("translates block outputs only"));
+  // Two lenses of one name would be one view; a name the JSON uses itself would overwrite it.
+  const auto good = baukit::load_tuned_lens(dir / "good").ptr();
+  CHECK_THROWS_WITH(baukit::logit_lens(*model, ids, baukit::LensOptions().learned_lenses({good, good})),
+                    Catch::Contains("two learned lenses are named 'tuned_lens'"));
+  auto result = baukit::logit_lens(*model, ids, baukit::LensOptions().learned_lenses({good}));
+  result.learned[0].name = "ids";
+  CHECK_THROWS_WITH(baukit::to_json(result, baukit::Tokenizer::from_pretrained(kDefaultModel)),
+                    Catch::Contains("a learned lens is named 'ids'"));
+  const auto page = dir / "page.html";
+  fails_with(lens_command(kDefaultModel, "Hello", page, "--tuned-lens " + quoted((dir / "narrow").string())),
+             "made for 6 layers of width 64");
+  fails_with(lens_command(kDefaultModel, "Hello", page, "--jacobian-lens " + quoted((dir / "narrow.pt").string())),
+             "d_model 64, but the model is 128 wide");
+  CHECK(!fs::exists(page));
+  // A Jacobian lens missing a layer the grid needs.
+  {
+    const std::string python = BAUKIT_TORCH_PYTHON;
+    REQUIRE(run(fmt::format("{} -c \"import torch; torch.save({{'J': {{0: torch.eye(128).half()}}, 'n_prompts': 1, "
+                            "'d_model': 128}}, '{}')\"",
+                            quoted(python), (dir / "one.pt").string()))
+                .status == 0);
+    CHECK_THROWS_WITH(
+        baukit::logit_lens(*model, ids,
+                           baukit::LensOptions().learned_lenses({baukit::load_jacobian_lens(dir / "one.pt")})),
+        Catch::Contains("no matrix for layer 1 (it has 0)"));
+  }
+}
+
+TEST_CASE("baukit-lens --tuned-lens and --jacobian-lens: their views in the JSON and on the page, in Chromium",
+          "[lens][learned][browser]") {
+  const auto dir = scratch("learned-page");
+  learned_lens_script(fmt::format("write-tuned {} 128 6 1 float32", quoted((dir / "tuned").string())));
+  learned_lens_script(fmt::format("write-jacobian {} 128 6 2", quoted((dir / "jacobian.pt").string())));
+  const auto page = dir / "lens.html", json_path = dir / "lens.json";
+  const auto result =
+      run(lens_command(kDefaultModel, ". The Space Needle is located in", page,
+                       fmt::format("--json {} --tuned-lens {} --jacobian-lens {}", quoted(json_path.string()),
+                                   quoted((dir / "tuned").string()), quoted((dir / "jacobian.pt").string()))));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  const auto json = read_json(json_path);
+  REQUIRE(json["learned_lenses"].size() == 2);
+  CHECK(json["learned_lenses"][0]["name"] == "tuned_lens");
+  CHECK(json["learned_lenses"][1]["label"] == "Jacobian lens");
+  for (const auto* view : {"tuned_lens", "jacobian_lens"}) {
+    CHECK(json[view]["rows"] == json["lens"]["rows"]);
+    CHECK(json[view]["tokens"].size() == 6);
+    CHECK(json[view]["tokens"][5] == json["lens"]["tokens"][5]);  // the model's output in both
+  }
+  CHECK(json["tuned_lens"]["tokens"] != json["lens"]["tokens"]);  // the translators change what layers show
+  const auto text = read_bytes(page);
+  CHECK(text.find("<option value=\"tuned_lens\">tuned lens") != std::string::npos);
+  CHECK(text.find("<option value=\"jacobian_lens\">Jacobian lens") != std::string::npos);
+  const auto dom =
+      dump_dom(page, "#view=tuned_lens&stat=kl", fs::path(BAUKIT_BINARY_DIR) / "tuned-lens-screenshot.png");
+  CHECK(dom.find("data-lens-ready=\"tuned_lens kl\"") != std::string::npos);
+  const auto first = baukit::visible_token(json["tuned_lens"]["token_strings"][0][1][0].get<std::string>());
+  CHECK(dom.find("data-r=\"0\" data-t=\"1\">" + baukit::show::escape(first) + "<") != std::string::npos);
+  CHECK(dump_dom(page, "#view=jacobian_lens").find("data-lens-ready=\"jacobian_lens prob\"") != std::string::npos);
+}
+
+TEST_CASE("The default model's committed tuned lens is closer to the final distribution than the logit lens at "
+          "every layer but the last, on the held-out phrasings",
+          "[lens][learned]") {
+  auto model = baukit::models::from_pretrained(kDefaultModel);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kDefaultModel);
+  const auto lens = baukit::load_tuned_lens(kDefaultModel / "tuned-lens");
+  CHECK(lens->config().base_model_name_or_path == "default");
+  // The held-out text as train-tuned-lens evaluates it (README's table).
+  const auto corpus = default_model::build_corpus(default_model::read_facts(kDefaultModel / "facts.tsv"));
+  std::string held;
+  for (const auto& h : corpus.held_out) held += (held.empty() ? "" : " ") + h.prompt.substr(2) + h.answer + ".";
+  const auto test = baukit::token_windows(tokenizer.encode(held), 32);
+  REQUIRE(test.size() == 12);
+  const auto logit = baukit::mean_kl_per_layer(*model, test);
+  const auto tuned = baukit::mean_kl_per_layer(*model, test, lens.ptr());
+  REQUIRE(logit.size() == 6);
+  for (std::size_t l = 0; l + 1 < logit.size(); ++l) {
+    INFO("layer " << l << ": logit lens " << logit[l] << ", tuned lens " << tuned[l]);
+    CHECK(tuned[l] < 0.5 * logit[l]);
+  }
+  CHECK(logit[0] == Approx(0.5585).margin(1e-4));  // the README's figures
+  CHECK(tuned[0] == Approx(0.1892).margin(1e-4));
+}
+
+TEST_CASE("Training a tuned lens: lower KL than the logit lens, checkpoints that resume to the same lens",
+          "[lens][learned][training]") {
+  const auto dir = scratch("tuned-training");
+  auto model = baukit::models::from_pretrained(kDefaultModel);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kDefaultModel);
+  const auto corpus = default_model::build_corpus(default_model::read_facts(kDefaultModel / "facts.tsv"));
+  std::string text;
+  for (const auto& sentence : corpus.train) text += sentence + " ";
+  const auto windows = baukit::token_windows(tokenizer.encode(text), 16);
+  REQUIRE(windows.size() > 40);
+  CHECK(baukit::token_windows({1, 2, 3, 4, 5}, 2) == std::vector<std::vector<int64_t>>{{1, 2}, {3, 4}});
+  const auto options =
+      baukit::TunedLensTrainOptions().num_steps(6).tokens_per_step(64).batch_size(4).checkpoint_every(2);
+  CHECK_THROWS_WITH(baukit::train_tuned_lens(*model, *baukit::make_tuned_lens(*model, 128), windows,
+                                             baukit::TunedLensTrainOptions(options).tokens_per_step(60)),
+                    Catch::Contains("tokens_per_step 60 is not a multiple of the window length 16"));
+
+  // One run, uninterrupted.
+  std::vector<bool> requires_grad;
+  for (const auto& p : model->module().parameters()) requires_grad.push_back(p.requires_grad());
+  auto whole = baukit::make_tuned_lens(*model, 128);
+  std::vector<double> losses;
+  const auto done = baukit::train_tuned_lens(*model, *whole, windows,
+                                             baukit::TunedLensTrainOptions(options).checkpoint_dir(dir / "whole"),
+                                             [&](const auto& p) { losses.push_back(p.loss); });
+  CHECK(done.step == 6);
+  CHECK(done.tokens == 6 * 64);
+  REQUIRE(losses.size() == 6);
+  CHECK(losses.back() < losses.front());
+  std::vector<bool> after;
+  for (const auto& p : model->module().parameters()) after.push_back(p.requires_grad());
+  CHECK(after == requires_grad);  // the model's parameters are frozen during training only
+  // The same run killed after step 3 (its last checkpoint: step 2), then resumed: the same lens.
+  auto killed = baukit::make_tuned_lens(*model, 128);
+  struct Killed {};
+  CHECK_THROWS_AS(baukit::train_tuned_lens(*model, *killed, windows,
+                                           baukit::TunedLensTrainOptions(options).checkpoint_dir(dir / "killed"),
+                                           [](const auto& p) {
+                                             if (p.step == 3) throw Killed{};
+                                           }),
+                  Killed);
+  CHECK(read_bytes(dir / "killed" / "latest") == "step-000002\n");
+  auto resumed = baukit::make_tuned_lens(*model, 128);
+  bool was_resumed = false;
+  baukit::train_tuned_lens(*model, *resumed, windows,
+                           baukit::TunedLensTrainOptions(options).checkpoint_dir(dir / "killed"),
+                           [&](const auto& p) { was_resumed = p.resumed; });
+  CHECK(was_resumed);
+  for (std::size_t i = 0; i < whole->parameters().size(); ++i)
+    CHECK(max_difference(whole->parameters()[i], resumed->parameters()[i]) < 1e-6);
+  // The last checkpoint is a tuned lens in the published format, alone in its folder.
+  CHECK(read_bytes(dir / "whole" / "latest") == "step-000006\n");
+  CHECK(!fs::exists(dir / "whole" / "step-000004"));
+  const auto saved = baukit::load_tuned_lens(dir / "whole" / "step-000006");
+  CHECK(torch::equal(saved->parameters()[3], whole->parameters()[3]));
+  // On held-out windows the trained lens is closer to the final distribution than the logit lens.
+  std::string held;
+  for (const auto& h : corpus.held_out) held += h.prompt.substr(2) + h.answer + ". ";
+  const auto test = baukit::token_windows(tokenizer.encode(held), 16);
+  const auto logit = baukit::mean_kl_per_layer(*model, test);
+  const auto tuned = baukit::mean_kl_per_layer(*model, test, whole.ptr());
+  REQUIRE(logit.size() == 6);
+  double logit_sum = 0, tuned_sum = 0;
+  for (std::size_t l = 0; l + 1 < logit.size(); ++l) {
+    logit_sum += logit[l];
+    tuned_sum += tuned[l];
+  }
+  INFO("logit " << logit_sum << " tuned " << tuned_sum);
+  CHECK(tuned_sum < logit_sum);
+  CHECK(logit.back() == Approx(0).margin(1e-4));
+}

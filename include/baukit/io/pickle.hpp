@@ -88,9 +88,14 @@ inline int PickleValue::depth() const {
 
 }  // namespace detail
 
+/// What the restricted unpickler builds: a number, string, tuple, list, dict (its `pairs`, in order) or tensor, for
+/// files that hold more than a state dict (a Jacobian lens's `{"J": {layer: tensor}, "n_prompts": ...}`).
+using PickleObject = detail::PickleValue;
+
 /// Unpickles torch.save's `data.pkl` for a state dict: only the opcodes of pickle protocols 2-4 that build
 /// dicts, lists, tuples, numbers and strings, and only the globals `collections.OrderedDict`,
-/// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter` and the `torch.*Storage` types. Nothing
+/// `torch._utils._rebuild_tensor_v2`, `torch._utils._rebuild_parameter`, `torch.jit._pickle.restore_type_tag`
+/// (libtorch's `pickle_save` tags typed dicts) and the `torch.*Storage` types. Nothing
 /// is ever executed. Errors are `CheckpointError` (pickle) naming the file and the byte offset.
 ///
 /// @code
@@ -106,11 +111,14 @@ class Unpickler {
       : pickle_(pickle), path_(std::move(path)), storage_(std::move(storage)) {}
 
   /// Runs the pickle to its STOP; the result must be a dict of tensors, returned in order.
-  std::vector<std::pair<std::string, torch::Tensor>> state_dict() {
+  std::vector<std::pair<std::string, torch::Tensor>> state_dict() { return tensors_of(object()); }
+
+  /// Runs the pickle to its STOP and returns what it built, whatever it is (within the allowed opcodes and globals).
+  PickleObject object() {
     while (true) {
       need(1);
       const auto op = static_cast<unsigned char>(pickle_[at_++]);
-      if (op == '.') return finish();
+      if (op == '.') return pop();
       step(op);
       if (stack_.size() > (1u << 24)) fail("the pickle's stack grows beyond any state dict");
     }
@@ -222,8 +230,7 @@ class Unpickler {
     return types;
   }
 
-  std::vector<std::pair<std::string, torch::Tensor>> finish() {
-    Value result = pop();
+  std::vector<std::pair<std::string, torch::Tensor>> tensors_of(const Value& result) const {
     if (result.kind != Kind::dict) fail("the pickle's result is not a dict of tensors (a state dict)");
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     for (auto& [key, value] : result.items->pairs) {
@@ -237,10 +244,11 @@ class Unpickler {
   void global() {  // GLOBAL "module\nname\n"
     const std::string module = read_line(), name = read_line(), global = module + "." + name;
     if (global != "collections.OrderedDict" && global != "torch._utils._rebuild_tensor_v2" &&
-        global != "torch._utils._rebuild_parameter" && !storage_types().count(global))
+        global != "torch._utils._rebuild_parameter" && global != "torch.jit._pickle.restore_type_tag" &&
+        !storage_types().count(global))
       fail(
           fmt::format("the pickle asks for the global '{}', which is outside the allowed set (OrderedDict, "
-                      "_rebuild_tensor_v2, _rebuild_parameter, torch.*Storage); refusing to load it",
+                      "_rebuild_tensor_v2, _rebuild_parameter, restore_type_tag, torch.*Storage); refusing to load it",
                       global));
     Value v = Value::of(Kind::global);
     v.text = global;
@@ -295,6 +303,11 @@ class Unpickler {
       push(Value::of(Kind::dict));
     } else if (callable.text == "torch._utils._rebuild_tensor_v2") {
       push(rebuild_tensor(a));
+    } else if (callable.text == "torch.jit._pickle.restore_type_tag") {
+      // libtorch's pickle_save tags a typed dict or list with its type ("Dict[str, Tensor]"): the value itself.
+      if (a.size() != 2 || a[1].kind != Kind::string)
+        fail("restore_type_tag called with arguments other than (value, type)");
+      push(a[0]);
     } else if (callable.text == "torch._utils._rebuild_parameter") {
       if (a.empty() || a[0].kind != Kind::tensor) fail("_rebuild_parameter called without a tensor");
       push(a[0]);

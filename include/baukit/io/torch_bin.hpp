@@ -22,12 +22,12 @@
 
 namespace baukit::io {
 
-/// Reads the state dict of the torch.save zip archive held in `file` (named `path` in errors); tensors view
-/// `file` where aligned and keep `owner` (what holds those bytes) alive. The folder inside the archive may have any
-/// name.
-inline std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(std::string_view file,
-                                                                         const std::filesystem::path& path,
-                                                                         std::shared_ptr<const void> owner) {
+/// The restricted unpickler over the torch.save zip archive held in `file` (named `path` in errors), its storages
+/// read from the archive's records: tensors view `file` where aligned and keep `owner` (what holds those bytes)
+/// alive. The folder inside the archive may have any name. `read` runs it (`state_dict()` or `object()`).
+template <typename Read>
+auto read_torch_archive(std::string_view file, const std::filesystem::path& path, std::shared_ptr<const void> owner,
+                        Read&& read) {
   if (file.size() >= 2 && file.substr(0, 2) != "PK")
     throw CheckpointError(
         CheckpointErrorKind::archive, path,
@@ -56,7 +56,15 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(std::st
                                         numel, c10::toString(dtype), it->second.size));
     return detail::tensor_over(file.data() + it->second.offset, {numel}, dtype, owner);
   };
-  return Unpickler(file.substr(pickle->offset, pickle->size), path, storage).state_dict();
+  Unpickler unpickler(file.substr(pickle->offset, pickle->size), path, storage);
+  return read(unpickler);
+}
+
+/// Reads the state dict of the torch.save zip archive held in `file`; see `read_torch_archive`.
+inline std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(std::string_view file,
+                                                                         const std::filesystem::path& path,
+                                                                         std::shared_ptr<const void> owner) {
+  return read_torch_archive(file, path, std::move(owner), [](Unpickler& u) { return u.state_dict(); });
 }
 
 /// Reads the state dict of a torch.save zip archive (`pytorch_model.bin`), memory-mapped; tensors view the
@@ -64,6 +72,13 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_torch_bin(std::st
 inline std::vector<std::pair<std::string, torch::Tensor>> load_torch_bin(const std::filesystem::path& path) {
   auto file = MappedFile::open(path);
   return read_torch_bin(file->bytes(), path, file);
+}
+
+/// Reads whatever a torch.save zip archive holds (a dict of metadata and tensors, say), memory-mapped, through the
+/// restricted unpickler: the same opcodes and globals as a state dict, nothing executed.
+inline PickleObject load_torch_pickle(const std::filesystem::path& path) {
+  auto file = MappedFile::open(path);
+  return read_torch_archive(file->bytes(), path, file, [](Unpickler& u) { return u.object(); });
 }
 
 }  // namespace baukit::io

@@ -109,6 +109,13 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  fs::path tuned_lens_dir, jacobian_lens_file;
+  app.add_option("--tuned-lens", tuned_lens_dir,
+                 "A tuned lens folder (config.json and params.pt, as tuned-lens saves them): adds its view")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--jacobian-lens", jacobian_lens_file,
+                 "A Jacobian lens file (torch.save of J per layer): adds its view")
+      ->check(CLI::ExistingFile);
   bool timings = false;
   app.add_flag("--timings", timings, "Print the seconds of each phase (load, forward, decode, page) as a JSON line");
   try {
@@ -169,6 +176,12 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     // caught by the lens, and then a scanning load names the weights at fault.
     auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);
     baukit::set_requires_grad(false, model->module());
+    std::vector<std::shared_ptr<const baukit::LearnedLens>> learned;
+    if (!tuned_lens_dir.empty()) learned.push_back(baukit::load_tuned_lens(tuned_lens_dir).ptr());
+    if (!jacobian_lens_file.empty()) learned.push_back(baukit::load_jacobian_lens(jacobian_lens_file));
+    if (!learned.empty() && attention_rows)
+      throw std::invalid_argument("--attention-rows: learned lenses translate block outputs only; leave one out");
+    for (const auto& lens : learned) lens->check_fits(model->num_layers(), baukit::model_width(*model));
     phases["load"] = detail::seconds_since(start);
     progress.step(fmt::format("loaded {} ({} layers) in {:.2f} s", model_dir.string(), model->num_layers(),
                               detail::seconds_since(start)),
@@ -196,7 +209,8 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     if (target_id >= 0) tokenizer.check_ids_fit({target_id}, model->vocab_size());
 
     start = std::chrono::steady_clock::now();
-    const auto options = baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows);
+    const auto options =
+        baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows).learned_lenses(learned);
     baukit::LensResult result;
     try {
       result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {

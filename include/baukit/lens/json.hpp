@@ -8,6 +8,7 @@
 #include <baukit/lens/statistics.hpp>
 #include <baukit/tokenizer.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,7 +19,7 @@ namespace baukit {
 /// labels match its rows of cells, every row has a cell per prompt token, every cell its top-k tokens with their
 /// probabilities, and at least one view is not empty. (A `LensGrid` assembled by hand can break any of these.)
 inline void check_lens_result(const LensResult& result) {
-  auto check = [&](const LensGrid& grid, const char* view) {
+  auto check = [&](const LensGrid& grid, const std::string& view) {
     auto fail = [&](const std::string& why) {
       throw std::invalid_argument(fmt::format("lens result: the {} view {}", view, why));
     };
@@ -38,12 +39,25 @@ inline void check_lens_result(const LensResult& result) {
   };
   check(result.lens, "lens");
   check(result.delta_lens, "delta_lens");
+  // The JSON's own keys (to_json) and the two views.
+  std::set<std::string> taken = {"ids",  "prompt_tokens", "prompt",         "topk",
+                                 "lens", "delta_lens",    "learned_lenses", "target"};
+  for (const auto& learned : result.learned) {
+    if (learned.name.empty() || !taken.insert(learned.name).second)
+      throw std::invalid_argument(
+          fmt::format("lens result: a learned lens is named '{}', which is empty, another view's or the JSON's own key",
+                      learned.name));
+    check(learned.grid, learned.name);
+    if (learned.grid.rows != result.lens.rows)
+      throw std::invalid_argument(fmt::format("lens result: the {} view's rows differ from the lens's", learned.name));
+  }
   if (result.lens.cells.empty() && result.delta_lens.cells.empty()) throw std::invalid_argument("lens result: empty");
 }
 
 /// Every number of a lens as JSON, for scripts: ids and token strings, per view (`lens`, `delta_lens`) the
 /// arrays `tokens`, `token_strings`, `probs` `[row][position][k]` and `magnitudes`, `entropy`, `kl_to_final`,
-/// `rank_of_final_top1`, `rank_of_target` `[row][position]`.
+/// `rank_of_final_top1`, `rank_of_target` `[row][position]`; each learned lens as one more view under its name
+/// (`tuned_lens`, `jacobian_lens`), listed in `learned_lenses`.
 inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokenizer) {
   check_lens_result(result);
   auto view = [&](const LensGrid& grid) {
@@ -74,6 +88,11 @@ inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokeniz
   nlohmann::json out = {
       {"ids", result.ids},   {"prompt_tokens", prompt_tokens}, {"prompt", tokenizer.decode(result.ids)},
       {"topk", result.topk}, {"lens", view(result.lens)},      {"delta_lens", view(result.delta_lens)}};
+  out["learned_lenses"] = nlohmann::json::array();
+  for (const auto& learned : result.learned) {
+    out[learned.name] = view(learned.grid);
+    out["learned_lenses"].push_back({{"name", learned.name}, {"label", learned.label}});
+  }
   out["target"] = result.target >= 0
                       ? nlohmann::json{{"id", result.target}, {"token", tokenizer.token_text(result.target)}}
                       : nlohmann::json(nullptr);

@@ -20,10 +20,12 @@
 #include <algorithm>
 #include <baukit/kernels/lens_statistics.hpp>
 #include <baukit/lens/decoder.hpp>
+#include <baukit/lens/learned.hpp>
 #include <baukit/lens/stream.hpp>
 #include <baukit/models/causal_lm.hpp>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -47,13 +49,22 @@ struct LensGrid {
   std::vector<std::vector<LensCell>> cells;  ///< `[row][position]`.
 };
 
-/// The lens and the delta lens for one prompt.
+/// A learned lens's grid: the stream after each block, translated by the lens, then decoded.
+struct LearnedLensGrid {
+  std::string name;   ///< The lens's `LearnedLens::name()`: its key in the JSON and the page ("tuned_lens").
+  std::string label;  ///< Its label on the page ("tuned lens").
+  LensGrid grid;      ///< Rows as the lens's.
+};
+
+/// The lens and the delta lens for one prompt, and the learned lenses' grids when asked for.
 struct LensResult {
-  std::vector<int64_t> ids;  ///< The prompt's token ids.
-  int64_t topk = 5;          ///< Tokens kept per cell.
-  int64_t target = -1;       ///< The target token, or -1.
-  LensGrid lens;             ///< Decoded residual stream after each block.
-  LensGrid delta_lens;       ///< Decoded change made by each block (row 0: block 0's output minus the embedding).
+  std::vector<int64_t> ids;              ///< The prompt's token ids.
+  int64_t topk = 5;                      ///< Tokens kept per cell.
+  int64_t target = -1;                   ///< The target token, or -1.
+  LensGrid lens;                         ///< Decoded residual stream after each block.
+  LensGrid delta_lens;                   ///< Decoded change made by each block (row 0: block 0's output minus the
+                                         ///< embedding).
+  std::vector<LearnedLensGrid> learned;  ///< One per `LensOptions::learned_lenses`, in order.
 };
 
 /// What `logit_lens` computes and how.
@@ -66,6 +77,9 @@ struct LensOptions {
   TORCH_ARG(bool, attention_rows) = false;
   /// The most memory one chunk of decoded probabilities may take; layers are decoded in chunks this size.
   TORCH_ARG(int64_t, chunk_bytes) = int64_t{256} << 20;
+  /// Learned lenses (tuned, Jacobian) whose grids to add, each decoding block `l`'s output as
+  /// `head(translate(h, l))`; the last block's row is the model's output for every lens.
+  TORCH_ARG(std::vector<std::shared_ptr<const LearnedLens>>, learned_lenses) = {};
 };
 
 /// Called as decoding proceeds: (rows done, rows in all).
@@ -215,11 +229,35 @@ inline LensResult lens_of_stream(models::CausalLM& model, const torch::Tensor& s
   result.target = options.target();
   const auto states = stream.slice(0, 1);
   const auto deltas = stream.slice(0, 1) - stream.slice(0, 0, -1);
-  if (progress) progress(0, 2 * states.size(0));  // the forward is done; decoding starts
-  auto grids = decode_views(decoder, {states, deltas}, final_probs, options, progress);
+  std::vector<torch::Tensor> views{states, deltas};
+  std::vector<std::string> names;
+  for (const auto& learned : options.learned_lenses()) {
+    if (!learned) throw std::invalid_argument("lens: a learned lens is null");
+    if (std::find(names.begin(), names.end(), learned->name()) != names.end())
+      throw std::invalid_argument(
+          fmt::format("lens: two learned lenses are named '{}'; their views would be one", learned->name()));
+    names.push_back(learned->name());
+    if (options.attention_rows())
+      throw std::invalid_argument(fmt::format(
+          "lens: the {} translates block outputs only; leave out attention rows to show it", learned->label()));
+    learned->check_fits(model.num_layers(), states.size(-1));
+    std::vector<torch::Tensor> rows;
+    for (int64_t l = 0; l < states.size(0); ++l)
+      rows.push_back(l + 1 < states.size(0) ? learned->translate(states[l], l) : states[l]);
+    views.push_back(torch::stack(rows));
+  }
+  const auto rows = states.size(0) * static_cast<int64_t>(views.size());
+  if (progress) progress(0, rows);  // the forward is done; decoding starts
+  auto grids = decode_views(decoder, views, final_probs, options, progress);
+  const std::vector<std::string> row_labels(labels.begin() + 1, labels.end());
   result.lens = std::move(grids[0]);
   result.delta_lens = std::move(grids[1]);
-  result.lens.rows = result.delta_lens.rows = std::vector<std::string>(labels.begin() + 1, labels.end());
+  result.lens.rows = result.delta_lens.rows = row_labels;
+  for (std::size_t i = 0; i < options.learned_lenses().size(); ++i) {
+    const auto& learned = options.learned_lenses()[i];
+    result.learned.push_back({learned->name(), learned->label(), std::move(grids[2 + i])});
+    result.learned.back().grid.rows = row_labels;
+  }
   return result;
 }
 
@@ -246,7 +284,8 @@ inline std::vector<LensResult> logit_lens_batch(models::CausalLM& model,
   std::vector<std::string> labels;
   torch::Tensor logits;
   const auto streams = residual_stream_batch(model, prompts, options.attention_rows(), &labels, &logits);
-  const int64_t tokens = streams.size(2), rows_per_prompt = 2 * (streams.size(0) - 1);
+  const int64_t tokens = streams.size(2),
+                rows_per_prompt = (2 + static_cast<int64_t>(options.learned_lenses().size())) * (streams.size(0) - 1);
   const int64_t total = rows_per_prompt * static_cast<int64_t>(prompts.size());
   std::vector<LensResult> results;
   for (std::size_t b = 0; b < prompts.size(); ++b) {

@@ -1,8 +1,9 @@
 /// @file lens/page.hpp
 /// @brief The logit lens as a single offline HTML page: the seed's grid (prompt tokens in yellow above and
 /// below, a layer column, each cell the top-1 token with its background blended toward blue by magnitude and
-/// its text grey-to-black by probability, the top-k in the hover title), plus switches between the lens and
-/// the delta lens and between statistics, a colour legend, and the prompt as text.
+/// its text grey-to-black by probability, the top-k in the hover title), plus switches between the lens, the
+/// delta lens and any learned lenses (tuned, Jacobian) and between statistics, a colour legend, and the prompt as
+/// text.
 ///
 /// @code
 /// auto result = baukit::logit_lens(*model, tok.encode(prompt));
@@ -149,6 +150,8 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
   nlohmann::json data = {{"color", options.color()}, {"views", nlohmann::json::object()}};
   if (has_lens) data["views"]["lens"] = view_data(result.lens);
   if (has_delta) data["views"]["delta_lens"] = view_data(result.delta_lens);
+  for (const auto& learned : result.learned)
+    if (!learned.grid.cells.empty()) data["views"][learned.name] = view_data(learned.grid);
   const std::string json = show::script_json(data);
 
   std::random_device entropy;
@@ -164,6 +167,11 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       "}}</style>",
       nonce);
   const auto& shown = open_delta ? result.delta_lens : result.lens;
+  std::string learned_options;
+  for (const auto& learned : result.learned)
+    if (!learned.grid.cells.empty())
+      learned_options += "<option value=\"" + show::escape(learned.name) + "\">" + show::escape(learned.label) +
+                         " (translated hidden states)</option>";
   std::string stat_options;
   for (const auto& statistic : lens_statistics()) {
     if (statistic.needs_target && result.target < 0) continue;
@@ -182,7 +190,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       (has_delta ? std::string("<option value=\"delta_lens\"") + (open_delta ? " selected" : "") +
                        ">delta lens (each layer's change)</option>"
                  : std::string()) +
-      "</select></label><label>Text shows <select id=\"stat\">" + stat_options +
+      learned_options + "</select></label><label>Text shows <select id=\"stat\">" + stat_options +
       "</select></label></p>\n<p>Background: magnitude <span class=\"legend\" style=\"background: linear-gradient(to "
       "right, white, " +
       detail::rgb(options.color()[0], options.color()[1], options.color()[2]) +
