@@ -16,7 +16,8 @@ namespace snippet_names {
 extern baukit::models::GPT2LMHeadModel model;   // a model: `*model` is a module and a CausalLM
 extern const baukit::Tokenizer tok, tokenizer;  // a tokenizer
 extern torch::Tensor ids, input_ids;            // [batch, tokens] token ids
-extern torch::Tensor x, weight, bias, hidden_states;
+extern torch::Tensor x, weight, bias, hidden_states, activations, hidden;
+extern std::vector<torch::Tensor> batches;
 extern int64_t width;
 extern std::string text, page_html, prompt, pickle_bytes;
 extern std::filesystem::path dir, directory;

@@ -25,5 +25,6 @@
 #include <baukit/models/skinny_matmul.hpp>  // forwarding
 #include <baukit/modules.hpp>
 #include <baukit/show.hpp>
+#include <baukit/stats.hpp>
 #include <baukit/tokenizer.hpp>
 #include <baukit/trace.hpp>
