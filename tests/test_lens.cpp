@@ -269,7 +269,7 @@ TEST_CASE("Lens statistics: KL and rank are zero/one at the last layer, entropy 
   CHECK_THROWS_WITH(baukit::logit_lens(*model, std::vector<int64_t>(65, 13)), Catch::Contains("at most 64"));
 }
 
-TEST_CASE("Lens statistics from logits equal those from the softmax; NaN streams and outputs are refused", "[lens]") {
+TEST_CASE("Lens statistics from logits equal those from the softmax, NaN streams and outputs are refused", "[lens]") {
   auto model = baukit::models::GPT2LMHeadModel::from_pretrained(kFixtures / "gpt2-tiny");
   const auto ids = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny").encode(" Paris is the capital of");
   const auto stream = baukit::residual_stream(*model, ids);

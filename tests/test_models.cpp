@@ -179,7 +179,7 @@ TEST_CASE("Sharded safetensors checkpoints load through their index", "[gpt2][io
   CHECK(torch::equal(sharded->forward(ids, {}, nullptr), model->forward(ids, {}, nullptr)));
 }
 
-TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens; F16 weights stay F16",
+TEST_CASE("GPT-J matches the fixture's reference: hidden states, lens top-5, greedy tokens, F16 weights stay F16",
           "[gptj][parity]") {
   const auto dir = kFixtures / "gptj-tiny-f16-bin";
   auto loaded = baukit::models::from_pretrained(dir, baukit_tests::test_device());
@@ -357,7 +357,7 @@ TEST_CASE("The oneDNN product equals BLAS for many rows, and declines what it do
   CHECK_FALSE(kernels::onednn_linear(x, weight.clone().requires_grad_(), {}));
 }
 
-TEST_CASE("OpenBLAS on generic kernels is switched to the CPU's, with the same products; otherwise nothing changes",
+TEST_CASE("OpenBLAS on generic kernels is switched to the CPU's, with the same products, otherwise nothing changes",
           "[kernels][blas]") {
   namespace kernels = baukit::kernels;
   torch::NoGradGuard no_grad;
@@ -554,7 +554,7 @@ TEST_CASE("Llama-architecture configs: unsupported or inconsistent settings fail
                     Catch::Contains("at least one token"));
 }
 
-TEST_CASE("A family registered outside the library loads through from_pretrained; registering twice is refused",
+TEST_CASE("A family registered outside the library loads through from_pretrained, registering twice is refused",
           "[models][registry]") {
   // A researcher's family: here a renamed Llama, registered as a program would at namespace scope.
   static const bool registered = baukit::models::register_family(
@@ -711,7 +711,7 @@ TEST_CASE("Gemma 2's final soft cap is part of the lens decoder: without it the 
   }
 }
 
-TEST_CASE("Every Gemma and GPT-NeoX submodule has Hugging Face's name and is traceable; the lens's points are "
+TEST_CASE("Every Gemma and GPT-NeoX submodule has Hugging Face's name and is traceable, the lens's points are "
           "where the layout says",
           "[gemma][neox]") {
   const auto ids = torch::tensor({{2, 818, 3823, 8864, 37423}}, torch::kLong);

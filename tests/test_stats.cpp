@@ -174,7 +174,7 @@ TEST_CASE("Statistics merged from shards equal one pass over the data", "[stats]
 }
 
 TEST_CASE(
-    "Statistics saved as safetensors load back equal; files of another statistic or damaged are refused "
+    "Statistics saved as safetensors load back equal, files of another statistic or damaged are refused "
     "by name",
     "[stats][io]") {
   const auto dir = scratch("stats");
@@ -359,7 +359,7 @@ TEST_CASE("CorpusReader: bad corpora are errors naming the file and the line", "
       Catch::Contains("rank 2 of world size 2 does not exist"));
 }
 
-TEST_CASE("tally: a layer's statistic over a corpus equals feeding it by hand; a second call reads the cache",
+TEST_CASE("tally: a layer's statistic over a corpus equals feeding it by hand, a second call reads the cache",
           "[stats][tally]") {
   const auto dir = scratch("tally");
   auto model = baukit::models::from_pretrained(kDefaultModel);

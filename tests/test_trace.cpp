@@ -78,7 +78,7 @@ TEST_CASE("Reading a trace before its layer ran is an error naming the layer", "
   CHECK_THROWS_WITH(tr.output(), Catch::Contains("'out'") && Catch::Contains("has not run"));
 }
 
-TEST_CASE("clone keeps a copy that later in-place edits do not change; no clone keeps the same tensor", "[trace]") {
+TEST_CASE("clone keeps a copy that later in-place edits do not change, no clone keeps the same tensor", "[trace]") {
   Toy model;
   auto x = torch::randn({2, 4});
   baukit::Trace cloned(model, "in", baukit::TraceOptions().clone(true));
@@ -209,7 +209,7 @@ TEST_CASE("Traces nest and detach in any order", "[trace]") {
   CHECK(hooks_attached(*model) == 0);
 }
 
-TEST_CASE("Moving a trace transfers its hook; close detaches early and keeps the retained value", "[trace]") {
+TEST_CASE("Moving a trace transfers its hook, close detaches early and keeps the retained value", "[trace]") {
   Toy model;
   std::vector<baukit::Trace> traces;
   traces.emplace_back(model, "in");
@@ -353,7 +353,7 @@ TEST_CASE("Traced wraps stock modules sharing their parameters, and clones stay 
   CHECK(torch::equal(trace.output(), x * 3));
 }
 
-TEST_CASE("make_traceable converts a Sequential in place; utilities find, freeze, replace and cut", "[modules]") {
+TEST_CASE("make_traceable converts a Sequential in place, utilities find, freeze, replace and cut", "[modules]") {
   auto seq = torch::nn::Sequential(torch::nn::Linear(2, 2), torch::nn::GELU(), torch::nn::Linear(2, 2));
   auto same = seq;  // another holder of the same Sequential
   auto weight = seq[0]->named_parameters()["weight"];
@@ -499,7 +499,7 @@ TEST_CASE("A regex that matches no module is an error naming some modules, unles
   CHECK(none.size() == 0);
 }
 
-TEST_CASE("Errors inside a traced forward name the layer and the edit; output<T>() says what the value is",
+TEST_CASE("Errors inside a traced forward name the layer and the edit, output<T>() says what the value is",
           "[trace][errors]") {
   Toy model;
   auto x = torch::randn({2, 4});

@@ -269,7 +269,8 @@ inline void save_safetensors(const std::filesystem::path& path,
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& [name, tensor] : tensors) {
       const torch::Tensor data = tensor.detach().to(torch::kCPU).contiguous();
-      out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.nbytes()));
+      if (data.nbytes())  // an empty tensor has no buffer: nothing to write, and no pointer to write it from
+        out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.nbytes()));
     }
   });
 }
