@@ -307,7 +307,8 @@ TEST_CASE("Digits, Metaspace and ByteLevel pre-tokenizers", "[tokenizer]") {
   CHECK(split(ByteLevelPreTokenizer(false, false), "Hello world") == Strings{"Hello world"});
 }
 
-TEST_CASE("\\s in a pattern is Unicode's White_Space (Oniguruma's), not PCRE2's wider set", "[tokenizer]") {
+TEST_CASE("A pattern's whitespace class (backslash s) is Unicode's White_Space (Oniguruma's), not PCRE2's wider set",
+          "[tokenizer]") {
   const baukit::tokenizer::Regex space(R"(\s+)");
   std::vector<std::pair<std::size_t, std::size_t>> found;
   space.for_each_match(
