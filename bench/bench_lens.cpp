@@ -14,56 +14,9 @@
 
 #include "common.hpp"
 
-namespace {
-
-struct ChildRun {
-  double seconds;
-  double peak_rss_bytes;
-  int status;
-};
-
-// Runs argv as a child process; its wall time and peak resident memory.
-ChildRun run_child(std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const auto start = std::chrono::steady_clock::now();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  rusage usage{};
-  wait4(pid, &status, 0, &usage);
-  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-          static_cast<double>(usage.ru_maxrss) * 1024.0, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
-
-// The bytes of the checkpoint's weight files (one or sharded safetensors, or .bin).
-double checkpoint_bytes(const std::filesystem::path& dir) {
-  double bytes = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    const auto name = entry.path().filename().string();
-    if (name.ends_with(".safetensors") || (name.starts_with("pytorch_model") && name.ends_with(".bin")))
-      bytes += static_cast<double>(entry.file_size());
-  }
-  return bytes;
-}
-
-// Memory bandwidth: bytes read per second by a sum over 1 GiB (best of 3).
-double read_bandwidth() {
-  const auto data = torch::ones({int64_t{1} << 28}, torch::kFloat32);
-  double best = 1e30;
-  for (int i = 0; i < 3; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    (void)data.sum().item<float>();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return static_cast<double>(data.numel() * 4) / best;
-}
-
-}  // namespace
+using bench::checkpoint_bytes;
+using bench::ChildRun;
+using bench::run_child;
 
 int main(int argc, char** argv) {
   CLI::App app{"Logit lens benchmark"};
@@ -121,7 +74,7 @@ int main(int argc, char** argv) {
              runs[1].seconds);
   fmt::print("baukit-lens peak RSS: {:.2f} GB = {:.3f} x the checkpoint (target < 1.2)\n", runs[1].peak_rss_bytes / 1e9,
              runs[1].peak_rss_bytes / file_bytes);
-  const double bandwidth = read_bandwidth();
+  const double bandwidth = bench::read_bandwidth();
   fmt::print("forward with traces: {:.3f} s = {:.2f} x the weight-read bound {:.3f} s ({:.2f} GB at {:.1f} GB/s)\n",
              forward, forward / (file_bytes / bandwidth), file_bytes / bandwidth, file_bytes / 1e9, bandwidth / 1e9);
   fmt::print(

@@ -3,11 +3,15 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace bench {
@@ -69,6 +73,42 @@ inline double peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) * 1024.0;
+}
+
+/// A child process's run: its wall time, peak resident memory and exit status.
+struct ChildRun {
+  double seconds;         ///< Wall time, start to exit.
+  double peak_rss_bytes;  ///< Its peak resident memory.
+  int status;             ///< Its exit status (-1 when killed).
+};
+
+/// Runs `args` (a program and its arguments) as a child process and waits for it.
+inline ChildRun run_child(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          static_cast<double>(usage.ru_maxrss) * 1024.0, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+/// The bytes of a checkpoint's weight files (one or sharded safetensors, or .bin).
+inline double checkpoint_bytes(const std::filesystem::path& dir) {
+  double bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const auto name = entry.path().filename().string();
+    if (name.ends_with(".safetensors") || (name.starts_with("pytorch_model") && name.ends_with(".bin")))
+      bytes += static_cast<double>(entry.file_size());
+  }
+  return bytes;
 }
 
 }  // namespace bench

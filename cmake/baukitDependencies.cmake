@@ -61,6 +61,22 @@ endif()
 # fmt header-only: libtorch 2.x ships its own fmt headers, which can be found before the system's; used header-only
 # they never meet a libfmt of another version at link time.
 set(BAUKIT_DEPENDENCY_TARGETS baukit_torch range-v3::range-v3 nlohmann_json::nlohmann_json fmt::fmt-header-only baukit_pcre2 baukit_utf8proc simdjson::simdjson)
+# torch.distributed's Gloo backend (baukit/distributed): libtorch's CPU library has it; its headers include Gloo's
+# (Debian: libgloo-dev). Without them a job of one process still runs.
+if(NOT TARGET baukit_gloo)
+  find_path(BAUKIT_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS})
+  find_path(BAUKIT_C10D_INCLUDE_DIR torch/csrc/distributed/c10d/ProcessGroupGloo.hpp HINTS ${TORCH_INCLUDE_DIRS})
+  if(BAUKIT_GLOO_INCLUDE_DIR AND BAUKIT_C10D_INCLUDE_DIR)
+    add_library(baukit_gloo INTERFACE IMPORTED GLOBAL)
+    target_include_directories(baukit_gloo INTERFACE ${BAUKIT_GLOO_INCLUDE_DIR})
+    target_compile_definitions(baukit_gloo INTERFACE BAUKIT_WITH_GLOO USE_C10D_GLOO)
+  else()
+    message(STATUS "baukit: Gloo's headers not found (libgloo-dev): distributed jobs of more than one process are off")
+  endif()
+endif()
+if(TARGET baukit_gloo)
+  list(APPEND BAUKIT_DEPENDENCY_TARGETS baukit_gloo)
+endif()
 if(TARGET OpenMP::OpenMP_CXX)
   list(APPEND BAUKIT_DEPENDENCY_TARGETS OpenMP::OpenMP_CXX)
 else()

@@ -1010,3 +1010,125 @@ TEST_CASE("Training a tuned lens: lower KL than the logit lens, checkpoints that
   CHECK(tuned_sum < logit_sum);
   CHECK(logit.back() == Approx(0).margin(1e-4));
 }
+
+TEST_CASE("The lens over a corpus: every measure and interval equals a direct computation window by window",
+          "[lens][evaluation]") {
+  auto model = baukit::models::from_pretrained(kDefaultModel);
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kDefaultModel);
+  const auto lens = baukit::load_tuned_lens(kDefaultModel / "tuned-lens");
+  const auto corpus_path = kDefaultModel / "held-out.txt";
+  const int64_t window = 12, windows = 5;
+  baukit::io::CorpusReader corpus(corpus_path, tokenizer, baukit::io::CorpusOptions().window(window));
+  const auto evaluation = baukit::evaluate_lens(
+      *model, corpus,
+      baukit::LensEvalOptions()
+          .learned_lenses({lens.ptr()})
+          .tally(baukit::stats::TallyOptions().batch_size(2).max_windows(windows).progress(false)));
+  REQUIRE(evaluation.window_count() == windows);
+  CHECK(evaluation.tokens() == windows * (window - 1));
+  CHECK(evaluation.views == std::vector<std::string>{"lens", "delta_lens", "tuned_lens"});
+  // Directly: per window, per view and layer, the five measures' means over its first window - 1 positions.
+  torch::NoGradGuard no_grad;
+  baukit::io::CorpusReader again(corpus_path, tokenizer, baukit::io::CorpusOptions().window(window));
+  auto decoder = baukit::make_decoder(*model, /*softmax=*/false);
+  const int64_t layers = model->num_layers(), scored = window - 1;
+  std::vector<torch::Tensor> per_window;
+  for (int64_t w = 0; w < windows; ++w) {
+    const auto ids = *again.next();
+    torch::Tensor logits;
+    const auto stream = baukit::residual_stream(*model, ids, false, nullptr, &logits).slice(1, 0, scored);
+    const auto final_log = torch::log_softmax(logits[0].slice(0, 0, scored), -1);
+    const auto next = torch::tensor(std::vector<int64_t>(ids.begin() + 1, ids.end()), torch::kInt64).unsqueeze(1);
+    auto means = torch::zeros({3, layers, 5}, torch::kFloat64);
+    for (int64_t v = 0; v < 3; ++v)
+      for (int64_t l = 0; l < layers; ++l) {
+        const auto h = stream[l + 1];
+        const auto x = v == 0 ? h : v == 1 ? h - stream[l] : (l + 1 < layers ? lens->translate(h, l) : h);
+        const auto log_p = torch::log_softmax(decoder->forward(x), -1);
+        const auto kl = (final_log.exp() * (final_log - log_p)).sum(-1);
+        const auto entropy = -(log_p.exp() * log_p).sum(-1);
+        const auto cross = -log_p.gather(1, next).squeeze(1);
+        const auto agree = (log_p.argmax(-1) == final_log.argmax(-1)).to(torch::kFloat32);
+        const auto rank = (log_p > log_p.gather(1, next)).sum(-1).to(torch::kFloat32) + 1;
+        means[v][l] = torch::stack({kl, entropy, cross, agree, rank}).mean(1).to(torch::kFloat64);
+      }
+    per_window.push_back(means);
+  }
+  const auto all = torch::stack(per_window);  // [windows, views, layers, measures]
+  const auto mean = all.mean(0), half = 1.96 * all.std(0) / std::sqrt(static_cast<double>(windows));
+  for (int64_t v = 0; v < 3; ++v)
+    for (int64_t l = 0; l < layers; ++l)
+      for (int64_t m = 0; m < 5; ++m) {
+        const auto& key = baukit::eval_measures()[static_cast<std::size_t>(m)].key;
+        INFO(evaluation.views[static_cast<std::size_t>(v)] << " layer " << l << " " << key);
+        const auto want = mean[v][l][m].item<double>(), want_half = half[v][l][m].item<double>();
+        CHECK(evaluation.mean(evaluation.views[static_cast<std::size_t>(v)], l, key) ==
+              Approx(want).epsilon(1e-4).margin(1e-5));
+        CHECK(evaluation.ci95(evaluation.views[static_cast<std::size_t>(v)], l, key) ==
+              Approx(want_half).epsilon(1e-3).margin(1e-5));
+      }
+  // The last layer's logit lens is the model's output.
+  CHECK(evaluation.mean("lens", layers - 1, "kl_to_final") < 1e-5);
+  CHECK(evaluation.mean("lens", layers - 1, "top1_agreement") == 1.0);
+  // The JSON carries the same numbers, and the page draws them.
+  const auto json = baukit::to_json(evaluation, "held-out");
+  CHECK(json["views"]["tuned_lens"]["kl_to_final"]["mean"][0].get<double>() ==
+        Approx(evaluation.mean("tuned_lens", 0, "kl_to_final")));
+  const auto page = baukit::lens_evaluation_page_html({json});
+  CHECK(count(page, "<svg class=\"chart\"") == 5);
+  CHECK(count(page, "<polyline class=\"curve\"") == 15);  // 3 views x 5 measures
+  CHECK(count(page, "<polygon class=\"band\"") == 15);
+  CHECK_THROWS_WITH(evaluation.mean("jacobian_lens", 0, "kl_to_final"), Catch::Contains("no view 'jacobian_lens'"));
+  CHECK_THROWS_WITH(evaluation.mean("lens", 0, "perplexity"), Catch::Contains("no measure 'perplexity'"));
+}
+
+TEST_CASE("baukit-lens eval: JSON and a page of curves, runs compared in Chromium, bad input named",
+          "[lens][evaluation][browser][command]") {
+  const auto dir = scratch("lens-eval");
+  const auto corpus = kDefaultModel / "held-out.txt";
+  const auto eval = [&](const std::string& args) {
+    return run(fmt::format("{} eval --threads 1 {}", quoted(BAUKIT_LENS_EXE), args));
+  };
+  const auto a = dir / "a.json", b = dir / "b.json";
+  auto result = eval(fmt::format("--corpus {} --window 16 --json {} --out {} --label logit", quoted(corpus.string()),
+                                 quoted(a.string()), quoted((dir / "a.html").string())));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  result = eval(fmt::format("--corpus {} --window 16 --tokens 200 --tuned-lens {} --json {} --out {} --label tuned",
+                            quoted(corpus.string()), quoted((kDefaultModel / "tuned-lens").string()),
+                            quoted(b.string()), quoted((dir / "b.html").string())));
+  REQUIRE(result.status == 0);
+  const auto first = read_json(a), second = read_json(b);
+  CHECK(first["format"] == "baukit.lens_evaluation/1");
+  CHECK(first["windows"].get<int64_t>() >= 20);
+  CHECK(second["windows"] == 13);  // ceil(200 / 16)
+  CHECK(first["views"].size() == 2);
+  CHECK(second["views"].contains("tuned_lens"));
+  const auto kl = [](const nlohmann::json& run, const char* view) {
+    return run["views"][view]["kl_to_final"]["mean"].get<std::vector<double>>();
+  };
+  for (std::size_t l = 0; l + 1 < 6; ++l) CHECK(kl(second, "tuned_lens")[l] < kl(second, "lens")[l]);
+  // Both runs on one page, drawn by Chromium.
+  const auto page = dir / "compare.html";
+  result = eval(
+      fmt::format("--compare {} --compare {} --out {}", quoted(a.string()), quoted(b.string()), quoted(page.string())));
+  REQUIRE(result.status == 0);
+  const auto dom = dump_dom(page, "", fs::path(BAUKIT_BINARY_DIR) / "lens-eval-screenshot.png");
+  CHECK(count(dom, "class=\"chart\"") == 5);
+  CHECK(count(dom, "class=\"curve\"") == 5 * (2 + 3));
+  CHECK(dom.find("tuned lens — tuned, layer 0: ") != std::string::npos);  // a point's hover
+  CHECK(dom.find("logit lens — logit") != std::string::npos);
+  // Bad input: each named.
+  fails_with(fmt::format("{} eval --out {}", quoted(BAUKIT_LENS_EXE), quoted((dir / "x.html").string())),
+             "give --corpus");
+  fails_with(fmt::format("{} eval --compare {} --out {}", quoted(BAUKIT_LENS_EXE),
+                         quoted((kDefaultModel / "config.json").string()), quoted((dir / "x.html").string())),
+             "config.json: not a lens evaluation");
+  fails_with(fmt::format("{} eval --corpus {} --window 100 --out {}", quoted(BAUKIT_LENS_EXE), quoted(corpus.string()),
+                         quoted((dir / "x.html").string())),
+             "--window 100: the model takes at most 64 positions");
+  fails_with(fmt::format("{} eval --corpus {} --window 16 --tokens 16 --nproc 2 --out {}", quoted(BAUKIT_LENS_EXE),
+                         quoted(corpus.string()), quoted((dir / "x.html").string())),
+             "fewer than the 2 processes");
+  CHECK(!fs::exists(dir / "x.html"));
+}

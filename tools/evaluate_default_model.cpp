@@ -1,6 +1,8 @@
 // Evaluates the default model (or any checkpoint trained on the same corpus): the Space Needle prompt and every
 // held-out phrasing, with the answer's final probability and the first layer where the lens shows it top-1.
-//   build/tools/evaluate-default-model [MODEL_DIR]      (writes MODEL_DIR/report.md)
+// Also writes the held-out phrasings with their answers as a corpus (held-out.txt, one per line), which
+// `baukit-lens eval --corpus` reads.
+//   build/tools/evaluate-default-model [MODEL_DIR]      (writes MODEL_DIR/report.md and MODEL_DIR/held-out.txt)
 #include <iostream>
 
 #include "default_model/corpus.hpp"
@@ -18,6 +20,8 @@ int main(int argc, char** argv) {
       *model, tokenizer, {{". The Space Needle is located in", " Seattle", "the Space Needle -> Seattle"}});
   const auto text = default_model::report(needle, held, static_cast<int>(model->num_layers()));
   std::ofstream(dir / "report.md") << text;
+  std::ofstream held_out(dir / "held-out.txt");
+  for (const auto& h : corpus.held_out) held_out << h.prompt.substr(2) << h.answer << ".\n";
   std::cout << text;
   return 0;
 }

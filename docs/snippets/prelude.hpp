@@ -3,6 +3,7 @@
 #pragma once
 
 #include <baukit/baukit.hpp>
+#include <baukit/distributed.hpp>
 #include <baukit/lens/command.hpp>
 #include <filesystem>
 #include <iostream>
@@ -18,6 +19,9 @@ extern const baukit::Tokenizer tok, tokenizer;  // a tokenizer
 extern torch::Tensor ids, input_ids;            // [batch, tokens] token ids
 extern torch::Tensor x, weight, bias, hidden_states, activations, hidden;
 extern std::vector<torch::Tensor> batches;
+extern const baukit::distributed::Environment env;  // this process's place in a job
+extern baukit::stats::Variance local_variance;      // a statistic of this rank's share
+extern baukit::LensEvaluation evaluation;           // a lens evaluation (evaluate_lens)
 extern int64_t width;
 extern std::string text, page_html, prompt, pickle_bytes;
 extern std::filesystem::path dir, directory;

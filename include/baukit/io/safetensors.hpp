@@ -20,7 +20,9 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <ostream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -245,10 +247,9 @@ class SafetensorsFile {
   const char* data_ = nullptr;
 };
 
-/// Writes `tensors` (in the given order) as a safetensors file, with optional string metadata.
-inline void save_safetensors(const std::filesystem::path& path,
-                             const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                             const std::map<std::string, std::string>& metadata = {}) {
+/// Writes `tensors` (in the given order) in the safetensors format to `out`, with optional string metadata.
+inline void write_safetensors(std::ostream& out, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata = {}) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
@@ -261,18 +262,42 @@ inline void save_safetensors(const std::filesystem::path& path,
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
-  write_file_atomically(path, [&](std::ostream& out) {
-    std::uint64_t size = text.size();
-    char length[8];
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((size >> (8 * i)) & 0xff);
-    out.write(length, 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, tensor] : tensors) {
-      const torch::Tensor data = tensor.detach().to(torch::kCPU).contiguous();
-      if (data.nbytes())  // an empty tensor has no buffer: nothing to write, and no pointer to write it from
-        out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.nbytes()));
-    }
-  });
+  std::uint64_t size = text.size();
+  char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((size >> (8 * i)) & 0xff);
+  out.write(length, 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const auto& [name, tensor] : tensors) {
+    const torch::Tensor data = tensor.detach().to(torch::kCPU).contiguous();
+    if (data.nbytes())  // an empty tensor has no buffer: nothing to write, and no pointer to write it from
+      out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.nbytes()));
+  }
+}
+
+/// Writes `tensors` (in the given order) as a safetensors file, atomically, with optional string metadata.
+inline void save_safetensors(const std::filesystem::path& path,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                             const std::map<std::string, std::string>& metadata = {}) {
+  write_file_atomically(path, [&](std::ostream& out) { write_safetensors(out, tensors, metadata); });
+}
+
+/// `tensors` in the safetensors format, in memory (to send them to another process).
+inline std::string safetensors_bytes(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                     const std::map<std::string, std::string>& metadata = {}) {
+  std::ostringstream out;
+  write_safetensors(out, tensors, metadata);
+  return std::move(out).str();
+}
+
+/// The tensors of safetensors `bytes` (validated as a file is; `name` names them in errors), copied out.
+inline std::map<std::string, torch::Tensor> read_safetensors_bytes(const std::string& bytes,
+                                                                   const std::filesystem::path& name = "<bytes>") {
+  const auto entries = parse_safetensors(bytes, name);
+  const char* data = bytes.data() + 8 + detail::read_le(bytes, 0, 8);
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& entry : entries)
+    tensors.emplace(entry.name, detail::tensor_over(data + entry.begin, entry.shape, entry.dtype, nullptr).clone());
+  return tensors;
 }
 
 }  // namespace baukit::io

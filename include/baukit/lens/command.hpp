@@ -16,6 +16,8 @@
 
 #include <CLI/CLI.hpp>
 #include <baukit/baukit.hpp>
+#include <baukit/lens/command_support.hpp>
+#include <baukit/lens/evaluation_command.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -25,61 +27,12 @@
 
 namespace baukit {
 
-/// What `lens_command` is run as.
-struct LensCommandOptions {
-  /// The model used without `--model` (`baukit-lens`: its embedded default model).
-  TORCH_ARG(std::filesystem::path, default_model) = "models/default";
-  /// The program's name, for `--help` and error messages.
-  TORCH_ARG(std::string, program) = "baukit-lens";
-};
-
-namespace detail {
-
-/// Progress on stderr: one line rewritten in place on a terminal, plain lines otherwise.
-class CommandProgress {
- public:
-  /// Shows `text`; `done` ends its line.
-  void step(const std::string& text, bool done = false) {
-    if (tty_)
-      std::cerr << "\r\033[K" << text << (done ? "\n" : "") << std::flush;
-    else if (done)
-      std::cerr << text << "\n";
-  }
-
- private:
-  bool tty_ = ::isatty(2) != 0;
-};
-
-/// The prompt from `--prompt-file`: a file (or a pipe, as `<(...)` gives) or standard input for "-"; at most 64 MiB.
-inline std::string read_prompt_file(const std::filesystem::path& path) {
-  constexpr std::size_t limit = std::size_t{64} << 20;
-  std::ifstream file;
-  if (path != "-") {
-    file.open(path, std::ios::binary);
-    if (!file) throw std::invalid_argument(fmt::format("--prompt-file: {}: cannot open", path.string()));
-  }
-  std::istream& in = path == "-" ? std::cin : file;
-  std::string text, chunk(1 << 16, '\0');
-  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
-    text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
-    if (text.size() > limit)
-      throw std::invalid_argument(fmt::format("--prompt-file: {} holds more than 64 MiB", path.string()));
-  }
-  if (in.bad()) throw std::invalid_argument(fmt::format("--prompt-file: {}: read failed", path.string()));
-  return text;
-}
-
-/// Seconds from `start` to now.
-inline double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace detail
-
-/// Runs `baukit-lens` on `argc`, `argv` (its options: `--help`, or the README), for any family `from_pretrained`
+/// Runs `baukit-lens` on `argc`, `argv` (its options: `--help`, or the README; `eval ...` runs
+/// `lens_evaluation_command`), for any family `from_pretrained`
 /// knows, those the program registered included. Returns the exit status: 0, or 1 after printing the error.
 inline int lens_command(int argc, char** argv, const LensCommandOptions& options = {}) {
   namespace fs = std::filesystem;
+  if (argc > 1 && std::string(argv[1]) == "eval") return lens_evaluation_command(argc - 1, argv + 1, options);
   CLI::App app{
       "The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid",
       options.program()};
@@ -118,6 +71,8 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
       ->check(CLI::ExistingFile);
   bool timings = false;
   app.add_flag("--timings", timings, "Print the seconds of each phase (load, forward, decode, page) as a JSON line");
+  app.footer(
+      fmt::format("{} eval --help: the lens over a corpus (per-layer means with 95% intervals)", options.program()));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -143,12 +98,7 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
       json_file.emplace(json_out);
     }
     torch::set_num_threads(threads);
-    if (const auto kernels = baukit::kernels::use_openblas_kernels_for_this_cpu(); !kernels.empty())
-      std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
-                << " kernels\n";
-    else if (baukit::kernels::blas_runs_generic_kernels())
-      std::cerr << "note: libtorch's OpenBLAS runs generic kernels on this CPU (OPENBLAS_VERBOSE=2 names them); the "
-                   "lens decode uses oneDNN instead\n";
+    detail::note_blas_kernels();
     if (device_name == "cuda" && !torch::cuda::is_available())
       throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
     const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
@@ -158,20 +108,7 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     progress.step(fmt::format("loading {} ...", model_dir.string()));
     // tokenizer.json, or vocab.json and merges.txt, from --tokenizer (or the model); added tokens (GPT-J's) from the
     // model's folder first.
-    const auto vocab_dir = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
-    const auto tokenizer = [&] {
-      if (fs::exists(vocab_dir / "tokenizer.json")) return baukit::Tokenizer::from_pretrained(vocab_dir);
-      fs::path added;
-      for (const auto& dir : {model_dir, vocab_dir})
-        if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
-      for (const char* file : {"vocab.json", "merges.txt"})
-        if (!fs::exists(vocab_dir / file))
-          throw std::invalid_argument(
-              fmt::format("{}: no tokenizer.json and no {}; give --tokenizer DIR, a folder with "
-                          "tokenizer.json or with vocab.json and merges.txt",
-                          vocab_dir.string(), file));
-      return baukit::Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
-    }();
+    const auto tokenizer = detail::load_command_tokenizer(model_dir, tokenizer_dir);
     // No NaN scan here (it would read all the weights before the forward does): a non-finite stream or output is
     // caught by the lens, and then a scanning load names the weights at fault.
     auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);

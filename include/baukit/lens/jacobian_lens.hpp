@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,7 +59,7 @@ class JacobianLens : public LearnedLens {
     if (it == matrices_.end())
       throw std::invalid_argument(
           fmt::format("Jacobian lens {}: no matrix for layer {} (it has {})", where(), layer, layers_text()));
-    return torch::matmul(state, it->second.to(state.device(), state.scalar_type()).t());
+    return torch::matmul(state, widened(it->first, it->second, state.options()).t());
   }
   /// The source layers (block indices) with a matrix.
   [[nodiscard]] std::vector<int64_t> source_layers() const {
@@ -81,7 +82,21 @@ class JacobianLens : public LearnedLens {
     return text.empty() ? "none" : text;
   }
 
+  // `matrix` (layer `layer`'s) on `like`'s device and dtype, converted once per layer and kept: a corpus's windows
+  // would otherwise widen every F16 matrix again for every window.
+  [[nodiscard]] torch::Tensor widened(int64_t layer, const torch::Tensor& matrix,
+                                      const torch::TensorOptions& like) const {
+    if (matrix.device() == like.device() && matrix.scalar_type() == like.dtype()) return matrix;
+    const std::lock_guard<std::mutex> lock(widened_mutex_);
+    auto& cached = widened_[layer];
+    if (!cached.defined() || cached.device() != like.device() || cached.scalar_type() != like.dtype())
+      cached = matrix.to(like.device(), like.dtype().toScalarType());
+    return cached;
+  }
+
   std::map<int64_t, torch::Tensor> matrices_;
+  mutable std::map<int64_t, torch::Tensor> widened_;
+  mutable std::mutex widened_mutex_;
   int64_t d_model_, n_prompts_;
   std::filesystem::path source_;
 };

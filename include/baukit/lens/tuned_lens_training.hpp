@@ -117,6 +117,16 @@ class FrozenParameters {
   std::vector<std::pair<torch::Tensor, bool>> saved_;
 };
 
+/// The checkpoint `dir/latest` points to ("step-000100"), or "" when there is none.
+inline std::string latest_checkpoint(const std::filesystem::path& dir) {
+  if (dir.empty() || !std::filesystem::exists(dir / "latest")) return {};
+  std::string name;
+  if (const auto error = io::RegularFile(dir / "latest").read_all(name, 4096); !error.empty())
+    throw io::CheckpointError(io::CheckpointErrorKind::io, dir / "latest", error);
+  name.erase(name.find_last_not_of(" \n") + 1);
+  return name;
+}
+
 /// KL(final ‖ layer) per token from the final log-probabilities and the layer's logits: `[tokens]`.
 inline torch::Tensor kl_from_final(const torch::Tensor& final_log_probs, const torch::Tensor& layer_logits) {
   return (final_log_probs.exp() * (final_log_probs - torch::log_softmax(layer_logits.to(torch::kFloat32), -1))).sum(-1);
@@ -168,11 +178,7 @@ inline TunedLensTrainProgress train_tuned_lens(models::CausalLM& model, TunedLen
   progress.num_steps = options.num_steps();
   int64_t used = 0;  // windows consumed, over all passes
   const fs::path dir = options.checkpoint_dir();
-  if (!dir.empty() && fs::exists(dir / "latest")) {
-    std::string name;
-    if (const auto error = io::RegularFile(dir / "latest").read_all(name, 4096); !error.empty())
-      throw io::CheckpointError(io::CheckpointErrorKind::io, dir / "latest", error);
-    name.erase(name.find_last_not_of(" \n") + 1);
+  if (const auto name = detail::latest_checkpoint(dir); !name.empty()) {
     const auto at = dir / name;
     const auto state = io::read_json_file(at / "state.json");
     if (state.value("window", int64_t{-1}) != window ||
@@ -207,10 +213,8 @@ inline TunedLensTrainProgress train_tuned_lens(models::CausalLM& model, TunedLen
                                           {"loss", progress.loss}};
     io::write_file_atomically(at / "state.json", [&](std::ostream& out) { out << state.dump(2) << '\n'; });
     // The pointer moves last: a run killed before this line resumes from the previous checkpoint.
-    std::string previous;
-    if (fs::exists(dir / "latest")) (void)io::RegularFile(dir / "latest").read_all(previous, 4096);
+    const auto previous = detail::latest_checkpoint(dir);
     io::write_file_atomically(dir / "latest", [&](std::ostream& out) { out << name << '\n'; });
-    previous.erase(previous.find_last_not_of(" \n") + 1);
     if (!previous.empty() && previous != name) fs::remove_all(dir / previous);
   };
 
@@ -286,7 +290,7 @@ inline std::vector<double> mean_kl_per_layer(models::CausalLM& model, const std:
     torch::Tensor logits;
     const auto stream = residual_stream_batch(model, batch, false, nullptr, &logits);
     const auto final_log_probs = torch::log_softmax(logits.to(torch::kFloat32), -1);
-    // Left padding: only real tokens count.
+    // Windows of unequal length are left-padded: the padding's positions are masked out of the sums.
     const auto longest = stream.size(2);
     auto mask = torch::zeros({static_cast<int64_t>(batch.size()), longest}, torch::kBool);
     for (std::size_t b = 0; b < batch.size(); ++b)

@@ -99,7 +99,8 @@ class Quantile : public Stat<Quantile> {
       return sorted.gather(1, index.clamp_max(sorted.size(1) - 1));
     };
     const auto low = position.floor(), high = position.ceil();
-    auto result = value_at(low) + (value_at(high) - value_at(low)) * (position - low);
+    const auto at_low = value_at(low);
+    auto result = at_low + (value_at(high) - at_low) * (position - low);
     // The ends are known exactly.
     for (std::size_t i = 0; i < qs.size(); ++i) {
       if (qs[i] == 0) result.select(1, static_cast<int64_t>(i)).copy_(min_);
@@ -151,6 +152,9 @@ class Quantile : public Stat<Quantile> {
         throw io::CheckpointError(io::CheckpointErrorKind::shape, path,
                                   fmt::format("'{}' is {}; [{}, at most {}] was expected", name,
                                               detail::shape_text(values.sizes()), d, 2 * stat.resolution_));
+      if (level >= 62)  // 2^62 samples: no count reaches it, so a file with more levels is corrupt
+        throw io::CheckpointError(io::CheckpointErrorKind::shape, path,
+                                  fmt::format("'{}': more levels than any count of samples needs", name));
       stat.levels_.push_back(values);
       weight += values.size(1) << level;
     }

@@ -1,0 +1,100 @@
+/// @file lens/command_support.hpp
+/// @brief What `baukit-lens`'s commands (`lens/command.hpp`, `lens/evaluation_command.hpp`) share: the progress
+/// line, the prompt file, the tokenizer of a model folder and the CPU's BLAS note.
+#pragma once
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <baukit/kernels/blas.hpp>
+#include <baukit/tokenizer.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+namespace baukit {
+
+/// What `lens_command` is run as.
+struct LensCommandOptions {
+  /// The model used without `--model` (`baukit-lens`: its embedded default model).
+  TORCH_ARG(std::filesystem::path, default_model) = "models/default";
+  /// The program's name, for `--help` and error messages.
+  TORCH_ARG(std::string, program) = "baukit-lens";
+};
+
+namespace detail {
+
+/// Progress on stderr: one line rewritten in place on a terminal, plain lines otherwise.
+class CommandProgress {
+ public:
+  /// Shows `text`; `done` ends its line.
+  void step(const std::string& text, bool done = false) {
+    if (tty_)
+      std::cerr << "\r\033[K" << text << (done ? "\n" : "") << std::flush;
+    else if (done)
+      std::cerr << text << "\n";
+  }
+
+ private:
+  bool tty_ = ::isatty(2) != 0;
+};
+
+/// The prompt from `--prompt-file`: a file (or a pipe, as `<(...)` gives) or standard input for "-"; at most 64 MiB.
+inline std::string read_prompt_file(const std::filesystem::path& path) {
+  constexpr std::size_t limit = std::size_t{64} << 20;
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) throw std::invalid_argument(fmt::format("--prompt-file: {}: cannot open", path.string()));
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  std::string text, chunk(1 << 16, '\0');
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > limit)
+      throw std::invalid_argument(fmt::format("--prompt-file: {} holds more than 64 MiB", path.string()));
+  }
+  if (in.bad()) throw std::invalid_argument(fmt::format("--prompt-file: {}: read failed", path.string()));
+  return text;
+}
+
+/// Seconds from `start` to now.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// The tokenizer of a checkpoint: tokenizer.json, or vocab.json and merges.txt, from `tokenizer_dir` (or the model's
+/// folder when empty); added tokens (GPT-J's) from the model's folder first.
+inline Tokenizer load_command_tokenizer(const std::filesystem::path& model_dir,
+                                        const std::filesystem::path& tokenizer_dir) {
+  namespace fs = std::filesystem;
+  const auto vocab_dir = tokenizer_dir.empty() ? model_dir : tokenizer_dir;
+  if (fs::exists(vocab_dir / "tokenizer.json")) return Tokenizer::from_pretrained(vocab_dir);
+  fs::path added;
+  for (const auto& dir : {model_dir, vocab_dir})
+    if (added.empty() && fs::exists(dir / "added_tokens.json")) added = dir / "added_tokens.json";
+  for (const char* file : {"vocab.json", "merges.txt"})
+    if (!fs::exists(vocab_dir / file))
+      throw std::invalid_argument(
+          fmt::format("{}: no tokenizer.json and no {}; give --tokenizer DIR, a folder with "
+                      "tokenizer.json or with vocab.json and merges.txt",
+                      vocab_dir.string(), file));
+  return Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
+}
+
+/// Tells on stderr when libtorch's OpenBLAS runs generic kernels on this CPU (and switches them where it can).
+inline void note_blas_kernels() {
+  if (const auto kernels = kernels::use_openblas_kernels_for_this_cpu(); !kernels.empty())
+    std::cerr << "note: libtorch's OpenBLAS ran generic kernels on this CPU; switched to its " << kernels
+              << " kernels\n";
+  else if (kernels::blas_runs_generic_kernels())
+    std::cerr << "note: libtorch's OpenBLAS runs generic kernels on this CPU (OPENBLAS_VERBOSE=2 names them); the "
+                 "lens decode uses oneDNN instead\n";
+}
+
+}  // namespace detail
+
+}  // namespace baukit
