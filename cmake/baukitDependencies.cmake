@@ -62,16 +62,20 @@ endif()
 # they never meet a libfmt of another version at link time.
 set(BAUKIT_DEPENDENCY_TARGETS baukit_torch range-v3::range-v3 nlohmann_json::nlohmann_json fmt::fmt-header-only baukit_pcre2 baukit_utf8proc simdjson::simdjson)
 # torch.distributed's Gloo backend (baukit/distributed): libtorch's CPU library has it; its headers include Gloo's
-# (Debian: libgloo-dev). Without them a job of one process still runs.
+# (Debian: libgloo-dev). Gloo's headers must sit beside libtorch's own (Debian's both in /usr/include, an archive's
+# both in its include/): another libtorch than the one Gloo's headers came with was compiled against another Gloo.
+# Without them a job of one process still runs.
 if(NOT TARGET baukit_gloo)
-  find_path(BAUKIT_GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS})
   find_path(BAUKIT_C10D_INCLUDE_DIR torch/csrc/distributed/c10d/ProcessGroupGloo.hpp HINTS ${TORCH_INCLUDE_DIRS})
+  if(BAUKIT_C10D_INCLUDE_DIR)
+    find_path(BAUKIT_GLOO_INCLUDE_DIR gloo/config.h PATHS ${BAUKIT_C10D_INCLUDE_DIR} NO_DEFAULT_PATH)
+  endif()
   if(BAUKIT_GLOO_INCLUDE_DIR AND BAUKIT_C10D_INCLUDE_DIR)
     add_library(baukit_gloo INTERFACE IMPORTED GLOBAL)
     target_include_directories(baukit_gloo INTERFACE ${BAUKIT_GLOO_INCLUDE_DIR})
     target_compile_definitions(baukit_gloo INTERFACE BAUKIT_WITH_GLOO USE_C10D_GLOO)
   else()
-    message(STATUS "baukit: Gloo's headers not found (libgloo-dev): distributed jobs of more than one process are off")
+    message(STATUS "baukit: Gloo's headers not found beside libtorch's (Debian: libgloo-dev): distributed jobs of more than one process are off")
   endif()
 endif()
 if(TARGET baukit_gloo)
