@@ -2,8 +2,10 @@
 // model, reduces the statistics over the job, and rank 0 saves them. `--die-rank R`: rank R exits after meeting
 // the others, before the reduction, as a crashed process would; with `--die-after W` it exits once it has tallied
 // W windows instead (mid-run, after its checkpoint with `--checkpoint-dir`). A rank that resumed from a checkpoint
-// writes how many windows it found there to OUT/resumed-rank-R.txt. One window per forward: a float32 product's
-// rounding depends on how many rows it has, so batches of other compositions would differ before any statistic.
+// writes how many windows it found there to OUT/resumed-rank-R.txt. `--leave-rank R`: rank R exits with status 0
+// after the rendezvous, so no launcher stops the others: they must fail by themselves. One window per forward: a
+// float32 product's rounding depends on how many rows it has, so batches of other compositions would differ before any
+// statistic.
 #include <baukit/baukit.hpp>
 #include <baukit/distributed.hpp>
 #include <cstdlib>
@@ -14,7 +16,7 @@
 int main(int argc, char** argv) {
   std::filesystem::path corpus_path, out;
   std::filesystem::path checkpoints;
-  int64_t die_rank = -1, die_after = -1;
+  int64_t die_rank = -1, die_after = -1, leave_rank = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--corpus")
@@ -23,6 +25,8 @@ int main(int argc, char** argv) {
       out = argv[i + 1];
     else if (flag == "--die-rank")
       die_rank = std::stoll(argv[i + 1]);
+    else if (flag == "--leave-rank")
+      leave_rank = std::stoll(argv[i + 1]);
     else if (flag == "--die-after")
       die_after = std::stoll(argv[i + 1]);
     else if (flag == "--checkpoint-dir")
@@ -32,6 +36,7 @@ int main(int argc, char** argv) {
     const auto env = baukit::distributed::Environment::from_variables();
     auto group = baukit::distributed::ProcessGroup::connect(
         env, baukit::distributed::GroupOptions().timeout(std::chrono::seconds(30)));
+    if (env.rank == leave_rank) return 0;  // gone without a word, as a rank its launcher lost track of
     const auto model_dir = std::filesystem::path(BAUKIT_SOURCE_DIR) / "models" / "default";
     auto model = baukit::models::from_pretrained(model_dir);
     const auto tokenizer = baukit::Tokenizer::from_pretrained(model_dir);

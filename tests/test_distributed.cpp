@@ -163,6 +163,11 @@ TEST_CASE("A tally reduced over 1, 2 and 3 processes on loopback gives one resul
   const auto started = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH(run(3, {"--die-rank", "1"}), Catch::Contains("rank 1 of 3 exited with status 3"));
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(60));
+  // A rank that leaves quietly (status 0, so the launcher stops nobody): the others fail by themselves in the
+  // reduction, within the group's timeout (30 s in the worker), instead of waiting for it for ever.
+  const auto left = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(run(2, {"--leave-rank", "1"}), Catch::Contains("rank 0 of 2 exited with status 1"));
+  CHECK(std::chrono::steady_clock::now() - left < std::chrono::seconds(60));
 }
 
 TEST_CASE("A rank killed mid-run resumes from its checkpoint: the job's result is one run's, no window twice",
