@@ -22,7 +22,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <optional>
 #include <string>
 
 namespace baukit {
@@ -89,14 +88,7 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     if (app.count("--target") && target.empty())
       throw std::invalid_argument("--target: the token is empty; give one token, e.g. \" Seattle\"");
     if (!prompt_file.empty()) prompt = detail::read_prompt_file(prompt_file);
-    // The outputs are opened before any work, so an unwritable path fails at once; both are put in place together.
-    std::optional<baukit::io::OutputFile> json_file;
-    baukit::io::OutputFile page_file(out);
-    if (!json_out.empty()) {
-      if (!page_file.written_through() && fs::weakly_canonical(out) == fs::weakly_canonical(json_out))
-        throw std::invalid_argument(fmt::format("--out and --json both name {}", out.string()));
-      json_file.emplace(json_out);
-    }
+    detail::CommandOutputs outputs(out, json_out);
     torch::set_num_threads(threads);
     detail::note_blas_kernels();
     if (device_name == "cuda" && !torch::cuda::is_available())
@@ -164,24 +156,17 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
                   true);
 
     start = std::chrono::steady_clock::now();
-    page_file.stream() << baukit::lens_page_html(
+    outputs.page() << baukit::lens_page_html(
         result, tokenizer,
         baukit::LensPageOptions().deltas(deltas).title("Logit lens: " + model_dir.filename().string()));
-    if (json_file) {
+    if (auto* json_stream = outputs.json()) {
       auto json = baukit::to_json(result, tokenizer);
       json["model"] = model_dir.string();
-      json_file->stream() << json.dump() << '\n';
-      baukit::io::commit_all({&page_file, &*json_file});
-    } else {
-      page_file.commit();
+      *json_stream << json.dump() << '\n';
     }
+    outputs.commit();
     phases["page"] = detail::seconds_since(start);
-    // With an output written through (--json /dev/stdout | jq), the notes go to stderr, out of its way.
-    std::ostream& notes =
-        page_file.written_through() || (json_file && json_file->written_through()) ? std::cerr : std::cout;
-    notes << "wrote " << fs::absolute(out).string() << "\n";
-    if (json_file) notes << "wrote " << fs::absolute(json_out).string() << "\n";
-    if (timings) notes << "timings: " << phases.dump() << "\n";
+    if (timings) outputs.notes() << "timings: " << phases.dump() << "\n";
   } catch (const std::exception& e) {
     progress.step("", false);
     std::cerr << options.program() << ": error: " << e.what() << "\n";

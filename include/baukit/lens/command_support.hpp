@@ -7,12 +7,15 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <baukit/io/atomic_file.hpp>
 #include <baukit/kernels/blas.hpp>
 #include <baukit/tokenizer.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
 namespace baukit {
@@ -84,6 +87,44 @@ inline Tokenizer load_command_tokenizer(const std::filesystem::path& model_dir,
                       vocab_dir.string(), file));
   return Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
 }
+
+/// A command's page (`--out`) and optional JSON (`--json`): opened before any work, so that an unwritable path fails
+/// at once (and the two may not name one file), then put in place together and reported.
+class CommandOutputs {
+ public:
+  /// Opens `page`, and `json` unless it is empty.
+  CommandOutputs(std::filesystem::path page, std::filesystem::path json)
+      : page_path_(std::move(page)), json_path_(std::move(json)), page_(page_path_) {
+    if (json_path_.empty()) return;
+    if (!page_.written_through() &&
+        std::filesystem::weakly_canonical(page_path_) == std::filesystem::weakly_canonical(json_path_))
+      throw std::invalid_argument(fmt::format("--out and --json both name {}", page_path_.string()));
+    json_.emplace(json_path_);
+  }
+  /// The page's stream.
+  std::ostream& page() { return page_.stream(); }
+  /// The JSON's stream, or null without `--json`.
+  std::ostream* json() { return json_ ? &json_->stream() : nullptr; }
+  /// Where notes go: standard error when an output is written through (`--json /dev/stdout | jq`), out of its way;
+  /// standard output otherwise.
+  std::ostream& notes() {
+    return page_.written_through() || (json_ && json_->written_through()) ? std::cerr : std::cout;
+  }
+  /// Puts both in place together and notes what was written.
+  void commit() {
+    if (json_)
+      io::commit_all({&page_, &*json_});
+    else
+      page_.commit();
+    notes() << "wrote " << std::filesystem::absolute(page_path_).string() << "\n";
+    if (json_) notes() << "wrote " << std::filesystem::absolute(json_path_).string() << "\n";
+  }
+
+ private:
+  std::filesystem::path page_path_, json_path_;
+  io::OutputFile page_;
+  std::optional<io::OutputFile> json_;
+};
 
 /// Tells on stderr when libtorch's OpenBLAS runs generic kernels on this CPU (and switches them where it can).
 inline void note_blas_kernels() {

@@ -14,7 +14,6 @@
 
 #include <CLI/CLI.hpp>
 #include <baukit/distributed.hpp>
-#include <baukit/io/atomic_file.hpp>
 #include <baukit/io/checkpoint.hpp>
 #include <baukit/lens/command_support.hpp>
 #include <baukit/lens/evaluation.hpp>
@@ -138,15 +137,8 @@ inline int lens_evaluation_command(int argc, char** argv, const LensCommandOptio
         if (run.value("label", "").empty()) run["label"] = path.stem().string();
         runs.push_back(std::move(run));
       }
-    std::optional<io::OutputFile> page_file, json_file;
-    if (writes) {
-      page_file.emplace(out);
-      if (!json_out.empty()) {
-        if (!page_file->written_through() && fs::weakly_canonical(out) == fs::weakly_canonical(json_out))
-          throw std::invalid_argument(fmt::format("--out and --json both name {}", out.string()));
-        json_file.emplace(json_out);
-      }
-    }
+    std::optional<detail::CommandOutputs> outputs;
+    if (writes) outputs.emplace(out, json_out);
     if (!corpus_path.empty()) {
       if (!app.count("--model") && !fs::exists(model_dir / "config.json"))
         throw std::invalid_argument(
@@ -212,26 +204,19 @@ inline int lens_evaluation_command(int argc, char** argv, const LensCommandOptio
         json["processes"] = env.world_size;
         json["seconds"]["total"] = detail::seconds_since(started);
         runs.insert(runs.begin(), json);
-        if (json_file) json_file->stream() << json.dump() << '\n';
-        std::cout << fmt::format("{} windows of {} tokens ({} scored) in {:.2f} s; logit lens KL(final || layer):",
-                                 evaluation.window_count(), window, evaluation.tokens(),
-                                 detail::seconds_since(started));
+        if (auto* json_stream = outputs->json()) *json_stream << json.dump() << '\n';
+        auto& notes = outputs->notes();  // (standard error when the JSON goes to standard output)
+        notes << fmt::format("{} windows of {} tokens ({} scored) in {:.2f} s; logit lens KL(final || layer):",
+                             evaluation.window_count(), window, evaluation.tokens(), detail::seconds_since(started));
         for (int64_t l = 0; l < evaluation.layers; ++l)
-          std::cout << fmt::format(" {:.3f}", evaluation.mean("lens", l, "kl_to_final"));
-        std::cout << "\n";
+          notes << fmt::format(" {:.3f}", evaluation.mean("lens", l, "kl_to_final"));
+        notes << "\n";
       }
       group.barrier();  // the others wait for rank 0's reduction before they leave
     }
     if (writes) {
-      page_file->stream() << lens_evaluation_page_html(runs, "Lens evaluation");
-      if (json_file)
-        io::commit_all({&*page_file, &*json_file});
-      else
-        page_file->commit();
-      std::ostream& notes =
-          page_file->written_through() || (json_file && json_file->written_through()) ? std::cerr : std::cout;
-      notes << "wrote " << fs::absolute(out).string() << "\n";
-      if (json_file) notes << "wrote " << fs::absolute(json_out).string() << "\n";
+      outputs->page() << lens_evaluation_page_html(runs, "Lens evaluation");
+      outputs->commit();
     }
   } catch (const std::exception& e) {
     progress.step("", false);
