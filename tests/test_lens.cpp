@@ -494,6 +494,14 @@ TEST_CASE("baukit-lens: prompts from a file or standard input, outputs to device
   const auto piped = run(lens_command(tiny, "x", null, "--json /dev/stdout") + " 2>/dev/null | head -c 2");
   CHECK(piped.status == 0);
   CHECK(piped.output == "{\"");  // the JSON alone: the notes went to stderr
+  // The same beside a page written to a file (a pipe's /dev/stdout has no canonical path to compare with it).
+  const auto beside_page = run("(" + lens_command(tiny, "x", dir / "beside.html", "--json /dev/stdout") +
+                               " 2>/dev/null | cat > " + quoted((dir / "beside.json").string()) + ")");
+  CHECK(beside_page.status == 0);
+  CHECK(read_json(dir / "beside.json")["ids"].size() == 1);
+  CHECK(fs::exists(dir / "beside.html"));
+  fails_with(lens_command(tiny, "x", dir / "same.html", "--json " + quoted((dir / "same.html").string())),
+             "--out and --json both name");
   write_bytes(dir / "kept.html", "previous page");
   fails_with(lens_command(tiny, "x", dir / "kept.html", "--json " + quoted(full.string())), "No space left");
   CHECK(is_char_device(full));

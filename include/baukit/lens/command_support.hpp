@@ -96,10 +96,15 @@ class CommandOutputs {
   CommandOutputs(std::filesystem::path page, std::filesystem::path json)
       : page_path_(std::move(page)), json_path_(std::move(json)), page_(page_path_) {
     if (json_path_.empty()) return;
-    if (!page_.written_through() &&
-        std::filesystem::weakly_canonical(page_path_) == std::filesystem::weakly_canonical(json_path_))
-      throw std::invalid_argument(fmt::format("--out and --json both name {}", page_path_.string()));
     json_.emplace(json_path_);
+    // Two files replaced at the end may not be one. Outputs written through (devices, FIFOs, `/dev/stdout` into a
+    // pipe, whose path has no canonical form) are never replaced: any two of those may share a stream.
+    if (page_.written_through() || json_->written_through()) return;
+    std::error_code page_error, json_error;
+    const auto page_at = std::filesystem::weakly_canonical(page_path_, page_error);
+    const auto json_at = std::filesystem::weakly_canonical(json_path_, json_error);
+    if (!page_error && !json_error && page_at == json_at)
+      throw std::invalid_argument(fmt::format("--out and --json both name {}", page_path_.string()));
   }
   /// The page's stream.
   std::ostream& page() { return page_.stream(); }
