@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-openmp
   librange-v3-dev nlohmann-json3-dev catch2 libpcre2-dev libutf8proc-dev libsimdjson-dev libcli11-dev libfmt-dev
-  libgloo-dev doxygen
+  libgloo-dev libcpp-httplib-dev doxygen
 )
 if [[ "${1:-}" == "--test" ]]; then
   # Headless browser for the page test; LLVM's libFuzzer runtime for the fuzzers (built by GCC, see tests/fuzz);

@@ -91,7 +91,11 @@ void check_same_cell(const baukit::LensCell& a, const baukit::LensCell& b, doubl
   CHECK(a.kl_to_final == Approx(b.kl_to_final).margin(stat_margin));
   // Ranks equal near the top; deep in a large vocabulary (Gemma's 262,208 tokens in the 24-wide fixtures), where
   // neighbouring logits lie ~1e-6 apart, float rounding moves a rank by a few places in a hundred thousand.
-  const auto same_rank = [](int64_t x, int64_t y) { return std::abs(x - y) <= (std::max(x, y) > 1000 ? std::max(x, y) / 10000 : 0); };
+  // Off the top (rank 200 and beyond) a place in 200 is allowed: products of other shapes (a batch, a cache) round
+  // differently on some CPUs' kernels (seen: 457 against 456 in Qwen 3's 151,936 tokens on an AMD EPYC).
+  const auto same_rank = [](int64_t x, int64_t y) { return std::abs(x - y) <= std::max(x, y) / 200; };
+  INFO("ranks of the final top-1 " << a.rank_of_final_top1 << " and " << b.rank_of_final_top1 << ", of the target "
+                                   << a.rank_of_target << " and " << b.rank_of_target);
   CHECK(same_rank(a.rank_of_final_top1, b.rank_of_final_top1));
   CHECK(same_rank(a.rank_of_target, b.rank_of_target));
 }
@@ -707,6 +711,142 @@ TEST_CASE("A batched lens (prompts of different lengths, left-padded, one forwar
                     Catch::Contains("prompt 1 has no tokens"));
 }
 
+TEST_CASE("The lens over generated text (key/value cache, traced per step) equals the lens of the whole text at once",
+          "[lens][generate]") {
+  const auto llama = fs::path(BAUKIT_BINARY_DIR) / "llama-fixtures";
+  const auto families = fs::path(BAUKIT_BINARY_DIR) / "families-fixtures";
+  for (const auto& dir : {kFixtures / "gpt2-tiny", kFixtures / "gptj-tiny-f16-bin", llama / "mistral-tiny-sharded",
+                          llama / "qwen3-tiny", families / "gemma2-tiny-bf16", families / "gemma3-tiny-sharded",
+                          families / "pythia-tiny-f16"}) {
+    INFO(dir);
+    REQUIRE(fs::exists(dir / "config.json"));
+    auto model = baukit::models::from_pretrained(dir);
+    const bool own_tokenizer = fs::exists(dir / "vocab.json") || fs::exists(dir / "tokenizer.json");
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(own_tokenizer ? dir : kFixtures / "gpt2-tiny");
+    const auto prompt = tokenizer.encode("Paris is the capital of");
+    const bool parallel = model->lens_layout().attention.empty();
+    const auto options = baukit::LensOptions().topk(5).attention_rows(!parallel);
+    const int64_t n = 9;
+    std::vector<int64_t> reported;
+    const auto result = baukit::generate_lens(*model, prompt, n, options, {}, [&](int64_t done, int64_t total) {
+      reported.push_back(done);
+      CHECK(total == n);
+    });
+    CHECK(reported == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
+    REQUIRE(result.generated == static_cast<std::size_t>(n));
+    REQUIRE(result.ids.size() == prompt.size() + static_cast<std::size_t>(n));
+    CHECK(std::equal(prompt.begin(), prompt.end(), result.ids.begin()));
+    const std::vector<int64_t> continuation(result.ids.begin() + static_cast<std::ptrdiff_t>(prompt.size()),
+                                            result.ids.end());
+    CHECK(continuation == baukit::generate_ids(*model, {prompt}, n).front());  // the same greedy tokens
+    const auto whole = baukit::logit_lens(*model, result.ids, options);
+    for (baukit::LensGrid baukit::LensResult::*grids : {&baukit::LensResult::lens, &baukit::LensResult::delta_lens}) {
+      const auto &got = result.*grids, &want = whole.*grids;
+      REQUIRE(got.rows == want.rows);
+      REQUIRE(got.cells.size() == want.cells.size());
+      for (std::size_t r = 0; r < got.cells.size(); ++r) {
+        REQUIRE(got.cells[r].size() == result.ids.size());
+        for (std::size_t t = 0; t < got.cells[r].size(); ++t) {
+          INFO("row " << got.rows[r] << ", position " << t);
+          check_same_cell(got.cells[r][t], want.cells[r][t], 1e-5, 1e-4);
+          CHECK(got.cells[r][t].magnitude == Approx(want.cells[r][t].magnitude).margin(1e-5));
+        }
+      }
+    }
+    // A stop token ends the continuation there, kept; nothing to generate is the prompt's own lens.
+    const auto stop = continuation[3];
+    const auto stopped = baukit::generate_lens(*model, prompt, n, options, baukit::GenerateOptions().stop_token(stop));
+    const auto first = static_cast<std::size_t>(std::find(continuation.begin(), continuation.end(), stop) -
+                                                continuation.begin());
+    CHECK(stopped.generated == first + 1);
+    CHECK(stopped.ids.back() == stop);
+    CHECK(stopped.lens.cells[0].size() == stopped.ids.size());
+    const auto none = baukit::generate_lens(*model, prompt, 0, options);
+    CHECK(none.generated == 0);
+    CHECK(none.ids == prompt);
+    CHECK(none.lens.cells.back().back().tokens == baukit::logit_lens(*model, prompt, options).lens.cells.back().back().tokens);
+    CHECK_THROWS_WITH(baukit::generate_lens(*model, prompt, model->max_positions(), options),
+                      Catch::Contains("exceed the model's " + std::to_string(model->max_positions()) + " positions"));
+  }
+  auto gpt2 = baukit::models::from_pretrained(kFixtures / "gpt2-tiny");
+  CHECK_THROWS_WITH(baukit::generate_lens(*gpt2, {}, 3), Catch::Contains("the prompt has no tokens"));
+  CHECK_THROWS_WITH(baukit::generate_lens(*gpt2, {464}, -1), Catch::Contains("-1 tokens to generate"));
+  // Nothing stays attached: a forward after it runs untraced, and a callback that throws stops the work.
+  CHECK_THROWS_WITH(baukit::generate_lens(*gpt2, {464, 318}, 5, {}, {},
+                                          [](int64_t done, int64_t) {
+                                            if (done == 2) throw std::runtime_error("stopped by the caller");
+                                          }),
+                    Catch::Contains("stopped by the caller"));
+  for (const auto& module : gpt2->module().modules())
+    if (const auto* hookable = dynamic_cast<const baukit::Hookable*>(module.get()))
+      CHECK(hookable->num_forward_hooks() == 0);
+}
+
+TEST_CASE("Lenses compared: the KL per cell and tracked tokens' probabilities and ranks equal a direct decode",
+          "[lens][compare]") {
+  const auto families = fs::path(BAUKIT_BINARY_DIR) / "families-fixtures";
+  for (const auto& dir : {kFixtures / "gpt2-tiny", families / "gemma2-tiny-bf16"}) {  // Gemma: soft-capped logits
+    INFO(dir);
+    auto model = baukit::models::from_pretrained(dir);
+    const auto tokenizer = baukit::Tokenizer::from_pretrained(dir);
+    const auto a = baukit::residual_stream(*model, tokenizer.encode("Paris is the capital of")).slice(0, 1);
+    const auto b = baukit::residual_stream(*model, tokenizer.encode("The city of Rome is the capital of")).slice(0, 1);
+    auto decoder = baukit::make_decoder(*model);
+    const int64_t positions = std::min(a.size(1), b.size(1));
+    const auto pa = decoder->forward(a).slice(1, 0, positions).to(torch::kFloat64);
+    const auto pb = decoder->forward(b).slice(1, 0, positions).to(torch::kFloat64);
+    const auto direct = (torch::xlogy(pa, pa) - pa * torch::log(pb)).sum(-1);
+    const auto kl = baukit::lens_divergence(*model, a, b, /*chunk_bytes=*/1);  // one row per chunk
+    REQUIRE(kl.sizes() == direct.sizes());
+    CHECK((kl.to(torch::kFloat64) - direct).abs().max().item<double>() < 1e-4);
+    CHECK(baukit::lens_divergence(*model, a, a).max().item<double>() < 1e-5);
+    const std::vector<int64_t> tokens = {tokenizer.encode(" France").front(), 7, 3};
+    const auto tracked = baukit::track_tokens(*model, a, tokens);
+    const auto probs = decoder->forward(a);  // [rows, positions, vocab]
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      const auto p = probs.select(-1, tokens[i]);
+      CHECK((tracked.probs[static_cast<int64_t>(i)] - p).abs().max().item<double>() < 1e-5);
+      const auto ranks = (probs > p.unsqueeze(-1)).sum(-1) + 1;
+      // Equal but where float rounding of the softmax ties neighbours (a place or two in the whole vocabulary).
+      CHECK((tracked.ranks[static_cast<int64_t>(i)] - ranks).abs().max().item<int64_t>() <= 2);
+    }
+    const auto lens = baukit::logit_lens(*model, tokenizer.encode("Paris is the capital of"));
+    const auto top = lens.lens.cells.back().back().tokens.front();
+    CHECK(baukit::track_tokens(*model, a, {top}).ranks[0][-1][-1].item<int64_t>() == 1);
+  }
+  auto gpt2 = baukit::models::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto states = torch::zeros({3, 2, 8});
+  CHECK_THROWS_WITH(baukit::lens_divergence(*gpt2, states, torch::zeros({2, 2, 8})),
+                    Catch::Contains("must be [rows, positions, width] with the same rows and width"));
+  CHECK_THROWS_WITH(baukit::track_tokens(*gpt2, states, {gpt2->vocab_size()}),
+                    Catch::Contains("is outside the vocabulary of"));
+}
+
+TEST_CASE("baukit-lens --generate: the continuation in the JSON and on the page, and its limit named",
+          "[lens][command][generate]") {
+  const auto dir = scratch("lens-generate");
+  const auto json_path = dir / "lens.json";
+  const auto result = run(lens_command(kFixtures / "gpt2-tiny", "Paris is the capital of", dir / "lens.html",
+                                       "--generate 6 --json " + quoted(json_path.string())));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  CHECK(result.output.find("generated 6 tokens in") != std::string::npos);
+  const auto json = read_json(json_path);
+  CHECK(json["generated"] == 6);
+  CHECK(json["prompt"] == "Paris is the capital of");
+  auto model = baukit::models::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto tokenizer = baukit::Tokenizer::from_pretrained(kFixtures / "gpt2-tiny");
+  const auto expected = baukit::generate_lens(*model, tokenizer.encode("Paris is the capital of"), 6);
+  CHECK(json["ids"].get<std::vector<int64_t>>() == expected.ids);
+  CHECK(json["lens"]["tokens"].size() == expected.lens.cells.size());
+  CHECK(json["lens"]["tokens"][0].size() == expected.ids.size());
+  const auto page = read_bytes(dir / "lens.html");
+  CHECK(count(page, "(generated)") == 2 * 6);  // header rows above and below
+  CHECK(page.find("Generated: <span id=\"generated\">") != std::string::npos);
+  fails_with(lens_command(kFixtures / "gpt2-tiny", "Paris", dir / "lens.html", "--generate 5000"),
+             "--generate: 5000 tokens, but the model takes at most");
+}
+
 namespace {
 
 const fs::path kDefaultModel = fs::path(BAUKIT_SOURCE_DIR) / "models" / "default";
@@ -1041,6 +1181,7 @@ TEST_CASE("The lens over a corpus: every measure and interval equals a direct co
   auto decoder = baukit::make_decoder(*model, /*softmax=*/false);
   const int64_t layers = model->num_layers(), scored = window - 1;
   std::vector<torch::Tensor> per_window;
+  auto rank_low = torch::zeros({windows, 3, layers}, torch::kFloat64), rank_high = torch::zeros_like(rank_low);
   for (int64_t w = 0; w < windows; ++w) {
     const auto ids = *again.next();
     torch::Tensor logits;
@@ -1059,6 +1200,12 @@ TEST_CASE("The lens over a corpus: every measure and interval equals a direct co
         const auto agree = (log_p.argmax(-1) == final_log.argmax(-1)).to(torch::kFloat32);
         const auto rank = (log_p > log_p.gather(1, next)).sum(-1).to(torch::kFloat32) + 1;
         means[v][l] = torch::stack({kl, entropy, cross, agree, rank}).mean(1).to(torch::kFloat64);
+        // The default model's unused tokens (49,856 of 50,257) share one embedding row: their logits tie, and a next
+        // token among them has a rank that float rounding of the product (which differs with the batch and the
+        // kernel) can move by thousands. The rank is bounded by counting logits above it by 1e-4 and below it by 1e-4.
+        const auto target = log_p.gather(1, next);
+        rank_low[w][v][l] = ((log_p > target + 1e-4).sum(-1).to(torch::kFloat64) + 1).mean();
+        rank_high[w][v][l] = ((log_p > target - 1e-4).sum(-1).to(torch::kFloat64)).mean();
       }
     per_window.push_back(means);
   }
@@ -1070,8 +1217,13 @@ TEST_CASE("The lens over a corpus: every measure and interval equals a direct co
         const auto& key = baukit::eval_measures()[static_cast<std::size_t>(m)].key;
         INFO(evaluation.views[static_cast<std::size_t>(v)] << " layer " << l << " " << key);
         const auto want = mean[v][l][m].item<double>(), want_half = half[v][l][m].item<double>();
-        CHECK(evaluation.mean(evaluation.views[static_cast<std::size_t>(v)], l, key) ==
-              Approx(want).epsilon(1e-4).margin(1e-5));
+        const auto got = evaluation.mean(evaluation.views[static_cast<std::size_t>(v)], l, key);
+        if (key == "next_token_rank") {  // within the bounds the ties allow (see above)
+          CHECK(got >= rank_low.select(1, v).select(1, l).mean().item<double>() - 1e-6);
+          CHECK(got <= rank_high.select(1, v).select(1, l).mean().item<double>() + 1e-6);
+          continue;
+        }
+        CHECK(got == Approx(want).epsilon(1e-4).margin(1e-5));
         CHECK(evaluation.ci95(evaluation.views[static_cast<std::size_t>(v)], l, key) ==
               Approx(want_half).epsilon(1e-3).margin(1e-5));
       }

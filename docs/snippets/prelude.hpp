@@ -5,6 +5,9 @@
 #include <baukit/baukit.hpp>
 #include <baukit/distributed.hpp>
 #include <baukit/lens/command.hpp>
+#ifdef BAUKIT_WITH_HTTPLIB
+#include <baukit/explorer/server.hpp>
+#endif
 #include <filesystem>
 #include <iostream>
 #include <string>

@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 #include <baukit/baukit.hpp>
+#include <baukit/explorer/command.hpp>
 #include <baukit/lens/command_support.hpp>
 #include <baukit/lens/evaluation_command.hpp>
 #include <chrono>
@@ -27,11 +28,12 @@
 namespace baukit {
 
 /// Runs `baukit-lens` on `argc`, `argv` (its options: `--help`, or the README; `eval ...` runs
-/// `lens_evaluation_command`), for any family `from_pretrained`
+/// `lens_evaluation_command`, `serve ...` the explorer's `explorer::serve_command`), for any family `from_pretrained`
 /// knows, those the program registered included. Returns the exit status: 0, or 1 after printing the error.
 inline int lens_command(int argc, char** argv, const LensCommandOptions& options = {}) {
   namespace fs = std::filesystem;
   if (argc > 1 && std::string(argv[1]) == "eval") return lens_evaluation_command(argc - 1, argv + 1, options);
+  if (argc > 1 && std::string(argv[1]) == "serve") return explorer::serve_command(argc - 1, argv + 1, options);
   CLI::App app{
       "The logit lens: decode every layer's hidden state through the final norm and unembedding, as an HTML grid",
       options.program()};
@@ -53,6 +55,12 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
   app.add_flag("--deltas", deltas, "Open the page on the delta lens (each layer's change)");
   app.add_flag("--attention-rows", attention_rows, "Add rows for the stream after each attention, before the MLP");
   app.add_option("--target", target, "A token (e.g. \" Seattle\") whose rank every cell reports");
+  int64_t generate = 0;
+  app.add_option("--generate", generate,
+                 "Continue the prompt by this many tokens (greedy, with the key/value cache) and show the lens over "
+                 "prompt and continuation")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
+      ->capture_default_str();
   app.add_flag("--truncate", truncate,
                "Keep the last tokens of a prompt longer than the model takes, instead of failing");
   app.add_option("--out", out, "The HTML page to write")->capture_default_str();
@@ -70,8 +78,10 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
       ->check(CLI::ExistingFile);
   bool timings = false;
   app.add_flag("--timings", timings, "Print the seconds of each phase (load, forward, decode, page) as a JSON line");
-  app.footer(
-      fmt::format("{} eval --help: the lens over a corpus (per-layer means with 95% intervals)", options.program()));
+  app.footer(fmt::format(
+      "{0} eval --help: the lens over a corpus (per-layer means with 95% intervals)\n{0} serve --help: the explorer, "
+      "a local server with the model loaded once",
+      options.program()));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -119,12 +129,17 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     auto ids = tokenizer.encode(prompt);
     const std::string prompt_flag = prompt_file.empty() ? "--prompt" : "--prompt-file";
     if (ids.empty()) throw std::invalid_argument(prompt_flag + ": the prompt is empty");
-    if (static_cast<int64_t>(ids.size()) > model->max_positions()) {
+    if (generate >= model->max_positions())
+      throw std::invalid_argument(fmt::format("--generate: {} tokens, but the model takes at most {} positions in all",
+                                              generate, model->max_positions()));
+    const int64_t room = model->max_positions() - generate;  // positions left for the prompt
+    if (static_cast<int64_t>(ids.size()) > room) {
+      const auto why = generate ? fmt::format(" with {} generated", generate) : std::string();
       if (!truncate)
         throw std::invalid_argument(
-            fmt::format("{}: {} tokens, but the model takes at most {} (pass --truncate to keep the last {})",
-                        prompt_flag, ids.size(), model->max_positions(), model->max_positions()));
-      ids.erase(ids.begin(), ids.end() - model->max_positions());
+            fmt::format("{}: {} tokens, but the model takes at most {}{} (pass --truncate to keep the last {})",
+                        prompt_flag, ids.size(), room, why, room));
+      ids.erase(ids.begin(), ids.end() - room);
     }
     int64_t target_id = -1;
     if (!target.empty()) {
@@ -142,16 +157,32 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
         baukit::LensOptions().topk(topk).target(target_id).attention_rows(attention_rows).learned_lenses(learned);
     baukit::LensResult result;
     try {
-      result = baukit::logit_lens(*model, ids, options, [&](int64_t done, int64_t total) {
-        if (!phases.contains("forward")) phases["forward"] = detail::seconds_since(start);
+      int64_t generated = 0;
+      const baukit::LensProgress on_rows = [&](int64_t done, int64_t total) {
+        if (!phases.contains("forward")) {
+          phases["forward"] = detail::seconds_since(start);
+          if (generate > 0)
+            progress.step(fmt::format("generated {} tokens in {:.2f} s", generated, detail::seconds_since(start)),
+                          true);
+        }
         progress.step(fmt::format("decoding rows {}/{}", done, total));
-      });
+      };
+      if (generate > 0)
+        result = baukit::generate_lens(
+            *model, ids, generate, options, {},
+            [&](int64_t done, int64_t total) {
+              generated = done;
+              progress.step(fmt::format("generating tokens {}/{}", done, total));
+            },
+            on_rows);
+      else
+        result = baukit::logit_lens(*model, ids, options, on_rows);
     } catch (const baukit::NonFiniteError&) {
       (void)baukit::models::from_pretrained(model_dir, torch::kCPU, /*check_finite=*/true);  // throws naming them
       throw;  // the weights are finite: an overflow
     }
     phases["decode"] = detail::seconds_since(start) - phases["forward"].get<double>();
-    progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", ids.size(), result.lens.rows.size(),
+    progress.step(fmt::format("decoded {} tokens x {} rows in {:.2f} s", result.ids.size(), result.lens.rows.size(),
                               detail::seconds_since(start)),
                   true);
 

@@ -37,10 +37,13 @@ inline void check_lens_result(const LensResult& result) {
       }
     }
   };
+  if (result.generated >= result.ids.size() && result.generated > 0)
+    throw std::invalid_argument(fmt::format("lens result: {} of its {} tokens are marked generated, leaving no prompt",
+                                            result.generated, result.ids.size()));
   check(result.lens, "lens");
   check(result.delta_lens, "delta_lens");
   // The JSON's own keys (to_json) and the two views.
-  std::set<std::string> taken = {"ids",  "prompt_tokens", "prompt",         "topk",
+  std::set<std::string> taken = {"ids",  "prompt_tokens", "prompt",         "generated", "topk",
                                  "lens", "delta_lens",    "learned_lenses", "target"};
   for (const auto& learned : result.learned) {
     if (learned.name.empty() || !taken.insert(learned.name).second)
@@ -54,7 +57,8 @@ inline void check_lens_result(const LensResult& result) {
   if (result.lens.cells.empty() && result.delta_lens.cells.empty()) throw std::invalid_argument("lens result: empty");
 }
 
-/// Every number of a lens as JSON, for scripts: ids and token strings, per view (`lens`, `delta_lens`) the
+/// Every number of a lens as JSON, for scripts: ids and token strings (`generated`: how many of them, at the end,
+/// the model generated; `prompt` is the text of the others), per view (`lens`, `delta_lens`) the
 /// arrays `tokens`, `token_strings`, `probs` `[row][position][k]` and `magnitudes`, `entropy`, `kl_to_final`,
 /// `rank_of_final_top1`, `rank_of_target` `[row][position]`; each learned lens as one more view under its name
 /// (`tuned_lens`, `jacobian_lens`), listed in `learned_lenses`.
@@ -85,9 +89,15 @@ inline nlohmann::json to_json(const LensResult& result, const Tokenizer& tokeniz
   };
   std::vector<std::string> prompt_tokens;
   for (auto id : result.ids) prompt_tokens.push_back(tokenizer.decode(id));
-  nlohmann::json out = {
-      {"ids", result.ids},   {"prompt_tokens", prompt_tokens}, {"prompt", tokenizer.decode(result.ids)},
-      {"topk", result.topk}, {"lens", view(result.lens)},      {"delta_lens", view(result.delta_lens)}};
+  const std::vector<int64_t> prompt(result.ids.begin(),
+                                    result.ids.end() - static_cast<std::ptrdiff_t>(result.generated));
+  nlohmann::json out = {{"ids", result.ids},
+                        {"prompt_tokens", prompt_tokens},
+                        {"prompt", tokenizer.decode(prompt)},
+                        {"generated", result.generated},
+                        {"topk", result.topk},
+                        {"lens", view(result.lens)},
+                        {"delta_lens", view(result.delta_lens)}};
   out["learned_lenses"] = nlohmann::json::array();
   for (const auto& learned : result.learned) {
     out[learned.name] = view(learned.grid);

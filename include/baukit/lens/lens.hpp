@@ -58,13 +58,14 @@ struct LearnedLensGrid {
 
 /// The lens and the delta lens for one prompt, and the learned lenses' grids when asked for.
 struct LensResult {
-  std::vector<int64_t> ids;              ///< The prompt's token ids.
+  std::vector<int64_t> ids;              ///< The prompt's token ids (with the generated ones after them).
   int64_t topk = 5;                      ///< Tokens kept per cell.
   int64_t target = -1;                   ///< The target token, or -1.
   LensGrid lens;                         ///< Decoded residual stream after each block.
   LensGrid delta_lens;                   ///< Decoded change made by each block (row 0: block 0's output minus the
                                          ///< embedding).
   std::vector<LearnedLensGrid> learned;  ///< One per `LensOptions::learned_lenses`, in order.
+  std::size_t generated = 0;             ///< How many of `ids`, at the end, the model generated (`generate_lens`).
 };
 
 /// What `logit_lens` computes and how.

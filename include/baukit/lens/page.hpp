@@ -87,16 +87,20 @@ inline std::string cell_title(const LensCell& cell, const Tokenizer& tokenizer, 
 
 }  // namespace detail
 
-/// The seed's grid for one view as a `show` node: header rows of prompt tokens above and below, a layer column,
-/// a cell per layer and position. Rows carry the class `lens-row`, cells `lens-cell` with `data-r`/`data-t`.
+/// The seed's grid for one view as a `show` node: header rows of prompt tokens above and below (the last
+/// `generated` of them, which the model generated, in green rather than yellow), a layer column, a cell per layer and
+/// position. Rows carry the class `lens-row`, cells `lens-cell` with `data-r`/`data-t`.
 inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& ids, const Tokenizer& tokenizer,
-                            int64_t target, const std::vector<int>& color) {
+                            int64_t target, const std::vector<int>& color, std::size_t generated = 0) {
   using namespace show;
   Node::List header{style({{"fontWeight", "bold"}}), attr({{"class", "lens-label"}}), "Layer"};
-  for (std::size_t i = 0; i < ids.size(); ++i)
-    header.insert(header.end(), {style({{"background", "yellow"}}),
-                                 attr({{"title", fmt::format("Token {}", i)}, {"class", "lens-cell lens-head"}}),
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const bool new_token = i + generated >= ids.size();
+    header.insert(header.end(), {style({{"background", new_token ? "#b8f0b8" : "yellow"}}),
+                                 attr({{"title", fmt::format("Token {}{}", i, new_token ? " (generated)" : "")},
+                                       {"class", "lens-cell lens-head"}}),
                                  visible_token(tokenizer.decode(ids[i]))});
+  }
   Node::List rows{attr({{"class", "lens-row"}}), header};
   for (std::size_t r = 0; r < grid.cells.size(); ++r) {
     Node::List row{style({{"fontWeight", "bold"}}), attr({{"class", "lens-label"}}), grid.rows[r]};
@@ -115,15 +119,13 @@ inline show::Node lens_grid(const LensGrid& grid, const std::vector<int64_t>& id
   return Node(std::move(rows));
 }
 
-/// The whole page as HTML. Data for the other view and statistics is embedded as JSON; a small script (the only
-/// one the page's Content-Security-Policy lets run) switches between them.
-inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer,
-                                  const LensPageOptions& options = {}) {
+/// What the page's script shows, as JSON: `color`, and per view that holds rows (`lens`, `delta_lens`, each learned
+/// lens by name) its cells' `text`, `title` (the hover), `magnitude` and each statistic's shade `[row][position]`.
+/// The explorer's page renders the same data.
+inline nlohmann::json lens_page_data(const LensResult& result, const Tokenizer& tokenizer,
+                                     const LensPageOptions& options = {}) {
   if (options.color().size() != 3) throw std::invalid_argument("lens page: color needs three RGB values");
   check_lens_result(result);
-  // Only views that hold rows are offered; the page opens on the delta lens when asked and present.
-  const bool has_lens = !result.lens.cells.empty(), has_delta = !result.delta_lens.cells.empty();
-  const bool open_delta = has_delta && (options.deltas() || !has_lens);
   const double log_vocab = std::log(static_cast<double>(tokenizer.vocab_size()));
   auto view_data = [&](const LensGrid& grid) {
     nlohmann::json view = {
@@ -148,10 +150,21 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
     return view;
   };
   nlohmann::json data = {{"color", options.color()}, {"views", nlohmann::json::object()}};
-  if (has_lens) data["views"]["lens"] = view_data(result.lens);
-  if (has_delta) data["views"]["delta_lens"] = view_data(result.delta_lens);
+  if (!result.lens.cells.empty()) data["views"]["lens"] = view_data(result.lens);
+  if (!result.delta_lens.cells.empty()) data["views"]["delta_lens"] = view_data(result.delta_lens);
   for (const auto& learned : result.learned)
     if (!learned.grid.cells.empty()) data["views"][learned.name] = view_data(learned.grid);
+  return data;
+}
+
+/// The whole page as HTML. Data for the other view and statistics is embedded as JSON; a small script (the only
+/// one the page's Content-Security-Policy lets run) switches between them.
+inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer,
+                                  const LensPageOptions& options = {}) {
+  const auto data = lens_page_data(result, tokenizer, options);
+  // Only views that hold rows are offered; the page opens on the delta lens when asked and present.
+  const bool has_lens = !result.lens.cells.empty(), has_delta = !result.delta_lens.cells.empty();
+  const bool open_delta = has_delta && (options.deltas() || !has_lens);
   const std::string json = show::script_json(data);
 
   std::random_device entropy;
@@ -180,9 +193,14 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       label.replace(at, 8, visible_token(tokenizer.token_text(result.target)));
     stat_options += "<option value=\"" + statistic.page_key + "\">" + show::escape(label) + "</option>";
   }
+  const auto split = result.ids.end() - static_cast<std::ptrdiff_t>(result.generated);
+  const std::string continuation =
+      result.generated ? "</span> Generated: <span id=\"generated\">" +
+                             show::escape(tokenizer.decode(std::vector<int64_t>(split, result.ids.end())))
+                       : "";
   std::string body =
       "<h2>" + show::escape(options.title()) + "</h2>\n<p>Prompt: <span id=\"prompt\">" +
-      show::escape(tokenizer.decode(result.ids)) +
+      show::escape(tokenizer.decode(std::vector<int64_t>(result.ids.begin(), split))) + continuation +
       "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\">" +
       (has_lens
            ? std::string("<option value=\"lens\"") + (open_delta ? "" : " selected") + ">lens (hidden states)</option>"
@@ -198,7 +216,7 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       "rgb(255, 255, 255), "
       "black)\"></span> 0 &rarr; 1 &nbsp; (hover a cell for its top-" +
       std::to_string(result.topk) + " tokens)</p>\n<div id=\"lens-grid\">" +
-      show::html(lens_grid(shown, result.ids, tokenizer, result.target, options.color())) +
+      show::html(lens_grid(shown, result.ids, tokenizer, result.target, options.color(), result.generated)) +
       "</div>\n<script type=\"application/json\" id=\"lens-data\">" + json + "</script>\n<script nonce=\"" + nonce +
       R"JS(">
 (function () {

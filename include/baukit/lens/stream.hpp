@@ -21,6 +21,42 @@
 
 namespace baukit {
 
+namespace detail {
+
+/// The modules whose outputs make the residual stream's rows (the embedding, each block, and with
+/// `attention_rows` each block's attention); throws when the model has no point after attention alone.
+inline std::vector<std::string> stream_modules(models::CausalLM& model, bool attention_rows) {
+  const auto layout = model.lens_layout();
+  if (attention_rows && layout.attention.size() != layout.blocks.size())
+    throw std::invalid_argument(
+        fmt::format("lens: the {} model has no residual stream point after attention alone (its attention and MLP "
+                    "read the block's input in parallel): leave out attention rows",
+                    model.model_type()));
+  std::vector<std::string> names{layout.embedding};
+  names.insert(names.end(), layout.blocks.begin(), layout.blocks.end());
+  if (attention_rows) names.insert(names.end(), layout.attention.begin(), layout.attention.end());
+  return names;
+}
+
+/// The rows `[rows, batch, tokens, width]` of the forward `trace` (over `stream_modules`) just saw; `labels`
+/// receives each row's name.
+inline torch::Tensor traced_stream(TraceDict& trace, const models::LensLayout& layout, bool attention_rows,
+                                   std::vector<std::string>* labels) {
+  std::vector<torch::Tensor> rows{trace[layout.embedding].output().to(torch::kFloat32)};  // F16/BF16 lookups
+  if (labels) *labels = {"embed"};
+  for (std::size_t l = 0; l < layout.blocks.size(); ++l) {
+    if (attention_rows) {
+      rows.push_back(rows.back() + trace[layout.attention[l]].output());  // the block's input plus attention
+      if (labels) labels->push_back(fmt::format("{} attn", l));
+    }
+    rows.push_back(trace[layout.blocks[l]].output());
+    if (labels) labels->push_back(std::to_string(l));
+  }
+  return torch::stack(rows);
+}
+
+}  // namespace detail
+
 /// The streams of a batch of prompts from one forward: `[rows, batch, tokens, width]` (rows as for
 /// `residual_stream`), the prompts left-padded to the longest, so that row `b`'s prompt occupies its last
 /// `prompts[b].size()` positions; positions count real tokens only, so each prompt's stream equals its own run's
@@ -38,11 +74,7 @@ inline torch::Tensor residual_stream_batch(models::CausalLM& model, const std::v
     throw std::invalid_argument(
         fmt::format("lens: a prompt has {} tokens; the model takes at most {}", longest, model.max_positions()));
   const auto layout = model.lens_layout();
-  if (attention_rows && layout.attention.size() != layout.blocks.size())
-    throw std::invalid_argument(
-        fmt::format("lens: the {} model has no residual stream point after attention alone (its attention and MLP "
-                    "read the block's input in parallel): leave out attention rows",
-                    model.model_type()));
+  const auto names = detail::stream_modules(model, attention_rows);
   const auto batch = static_cast<int64_t>(prompts.size()), tokens = static_cast<int64_t>(longest);
   auto input = torch::zeros({batch, tokens}, torch::kLong);  // padding id 0: any id the model has
   auto mask = torch::zeros({batch, tokens}, torch::kLong);
@@ -52,26 +84,13 @@ inline torch::Tensor residual_stream_batch(models::CausalLM& model, const std::v
     input[b].slice(0, start) = torch::tensor(ids, torch::kLong);
     mask[b].slice(0, start) = 1;
   }
-  std::vector<std::string> names{layout.embedding};
-  names.insert(names.end(), layout.blocks.begin(), layout.blocks.end());
-  if (attention_rows) names.insert(names.end(), layout.attention.begin(), layout.attention.end());
   torch::NoGradGuard no_grad;
   TraceDict trace(model.module(), names);
   const auto device = model.device();
   // A batch of one has no padding: no mask, exactly the single forward.
   auto logits = model.forward(input.to(device), batch == 1 ? torch::Tensor() : mask.to(device), nullptr);
   if (output) *output = std::move(logits);
-  std::vector<torch::Tensor> rows{trace[layout.embedding].output().to(torch::kFloat32)};  // F16/BF16 lookups
-  if (labels) *labels = {"embed"};
-  for (std::size_t l = 0; l < layout.blocks.size(); ++l) {
-    if (attention_rows) {
-      rows.push_back(rows.back() + trace[layout.attention[l]].output());  // the block's input plus attention
-      if (labels) labels->push_back(fmt::format("{} attn", l));
-    }
-    rows.push_back(trace[layout.blocks[l]].output());
-    if (labels) labels->push_back(std::to_string(l));
-  }
-  return torch::stack(rows);
+  return detail::traced_stream(trace, layout, attention_rows, labels);
 }
 
 /// The stream before block 0 and after each block: `[layers + 1, tokens, width]` for a batch of one, as the

@@ -1,0 +1,18 @@
+# ctest fixture: installs the browser test's npm package (playwright-core, pinned by package-lock.json) into DEST.
+# Skips npm when DEST already holds this lock file's packages.
+foreach(file package.json package-lock.json explorer.mjs)
+  configure_file(${SOURCE}/${file} ${DEST}/${file} COPYONLY)
+endforeach()
+find_program(NPM npm)
+if(NOT NPM)
+  message(FATAL_ERROR "browser tests: npm is needed to install playwright-core: run scripts/install-deps.sh --test")
+endif()
+file(SHA256 ${SOURCE}/package-lock.json lock_hash)
+set(stamp ${DEST}/node_modules/.baukit-lock-${lock_hash})
+if(NOT EXISTS ${stamp})
+  execute_process(COMMAND ${NPM} ci --no-audit --no-fund --loglevel=error WORKING_DIRECTORY ${DEST} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "browser tests: 'npm ci' in ${DEST} failed (${rc}): the npm registry must be reachable")
+  endif()
+  file(TOUCH ${stamp})
+endif()
