@@ -17,8 +17,8 @@
 namespace baukit::explorer {
 
 /// The page's Content-Security-Policy for a script `nonce`: nothing but this page's style and script, requests only
-/// to this server, no forms or base URL. (The server's header adds `frame-ancestors 'none'`, which a meta element cannot
-/// carry.)
+/// to this server, no forms or base URL. (The server's header adds `frame-ancestors 'none'`, which a meta element
+/// cannot carry.)
 inline std::string page_security_policy(const std::string& nonce) {
   return fmt::format(
       "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{}'; connect-src 'self'; img-src 'self'; "
