@@ -1,0 +1,17 @@
+# Shared by the ctest fixtures that install npm packages: `npm ci` in DEST (pinned by SOURCE's package-lock.json),
+# skipped when DEST already holds this lock file's packages. WHAT names the tests in errors.
+function(baukit_npm_ci what)
+  find_program(NPM npm)
+  if(NOT NPM)
+    message(FATAL_ERROR "${what}: npm is needed: run scripts/install-deps.sh --test (Debian's nodejs and npm)")
+  endif()
+  file(SHA256 ${SOURCE}/package-lock.json lock_hash)
+  set(stamp ${DEST}/node_modules/.baukit-lock-${lock_hash})
+  if(NOT EXISTS ${stamp})
+    execute_process(COMMAND ${NPM} ci --no-audit --no-fund --loglevel=error WORKING_DIRECTORY ${DEST} RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "${what}: 'npm ci' in ${DEST} failed (${rc}): the npm registry must be reachable")
+    endif()
+    file(TOUCH ${stamp})
+  endif()
+endfunction()
