@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <regex>
 #include <thread>
 
@@ -46,6 +47,21 @@ std::pair<int, std::string> refusal(const std::string& body, const Limits& limit
 // Number of entries in a /proc folder (threads, open files).
 std::size_t entries(const fs::path& folder) {
   return static_cast<std::size_t>(std::distance(fs::directory_iterator(folder), fs::directory_iterator()));
+}
+
+// The exit status of child `pid` within `seconds`; -1 (and the child killed) if it is still running then.
+int exit_status_within(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return status;
 }
 
 }  // namespace
@@ -113,6 +129,48 @@ TEST_CASE("Explorer session: the answer is the lens over prompt and continuation
     CHECK_THAT(e.what(), Catch::Contains("ran past its limit of"));
   }
   CHECK(hurried->status()["running"].is_null());  // idle again after the refusal
+}
+
+TEST_CASE("Explorer session: requests wait their turn for the model, and beyond max_waiting are refused as busy",
+          "[explorer]") {
+  using namespace std::chrono_literals;
+  auto session = tiny_session(Limits().max_waiting(2));
+  const auto request = parse_lens_request(nlohmann::json::parse(R"({"prompt": "Hi", "generate": 2})"), {});
+  auto waiting_now = [&] { return session->status()["waiting"].get<std::size_t>(); };
+  std::vector<std::future<nlohmann::json>> queued;
+  {
+    const auto held = session->hold_model();  // as if a long request were running
+    for (int i = 0; i < 2; ++i)
+      queued.push_back(std::async(std::launch::async, [&] { return session->lens(request); }));
+    // The two are waiting once the status counts them: no sleep decides the outcome.
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    while (waiting_now() != 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    REQUIRE(waiting_now() == 2);
+    for (auto& answer : queued) CHECK(answer.wait_for(0s) == std::future_status::timeout);
+    try {
+      (void)session->lens(request);
+      FAIL("a third request was not refused");
+    } catch (const RequestError& e) {
+      CHECK(e.status() == 503);
+      CHECK(std::string(e.what()) == "busy: 2 requests already wait for the model");
+    }
+    CHECK(waiting_now() == 2);  // the refused one is not counted
+  }
+  for (auto& answer : queued) CHECK(answer.get()["generated"] == 2);  // served in turn once the model is free
+  CHECK(waiting_now() == 0);
+  CHECK(session->status()["running"].is_null());
+
+  // A request whose time runs out while it waits is refused, naming its limit.
+  auto hurried = tiny_session(Limits().max_seconds(0.2));
+  const auto held = hurried->hold_model();
+  try {
+    (void)hurried->lens(request);
+    FAIL("the wait had no time limit");
+  } catch (const RequestError& e) {
+    CHECK(e.status() == 503);
+    CHECK(std::string(e.what()) == "the model stayed busy for the request's 0.2 s");
+  }
+  CHECK(hurried->status()["waiting"] == 0);
 }
 
 TEST_CASE("Explorer session: two prompts compared (KL per cell) and tracked tokens equal their direct computation",
@@ -247,6 +305,21 @@ TEST_CASE("Explorer server: token, Host, Origin, content type and size checked, 
   CHECK(status_of(client.Post("/api/lens", token, body, "application/json")) == 200);
   server.stop();
   CHECK(status_of(client.Get("/api/status", token)) == -1);  // stopped: nothing listens
+
+  // A stop at once after start (a signal as the server comes up) ends it: httplib's own stop is a no-op until its
+  // accept loop runs, which start waits for. A hang here would be the test's timeout; the deadline names it sooner.
+  std::promise<void> done;
+  auto stopped = done.get_future();
+  std::thread([session, done = std::move(done)]() mutable {  // detached: a hung stop must not hang the test too
+    for (int i = 0; i < 200; ++i) {
+      baukit::explorer::Server quick(*session);
+      quick.start();
+      quick.stop();
+    }
+    done.set_value();
+  })
+      .detach();
+  REQUIRE(stopped.wait_for(std::chrono::seconds(120)) == std::future_status::ready);
 }
 
 TEST_CASE("Explorer server: 10,000 concurrent connections on loopback take bounded threads and files, then it serves",
@@ -400,16 +473,20 @@ TEST_CASE("baukit-lens serve prints its address with the token, serves the lens,
   REQUIRE(over);
   CHECK(over->status == 400);  // --max-generate 3
   ::kill(child, SIGTERM);
-  int status = 0;
-  ::waitpid(child, &status, 0);
+  int status = exit_status_within(child, 60);
+  REQUIRE(status != -1);  // it stopped
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_THAT(read_bytes(errors), Catch::Contains("stopping on signal"));
 
+  // A signal as soon as the address is printed stops it too (the server's loop is running by then).
   const pid_t open_child = serve({"--host", "0.0.0.0"}, line, errors);
   CHECK_THAT(line, Catch::Contains("at http://127.0.0.1:"));
   ::kill(open_child, SIGTERM);
-  ::waitpid(open_child, &status, 0);
+  status = exit_status_within(open_child, 60);
+  REQUIRE(status != -1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
   CHECK_THAT(read_bytes(errors), Catch::Contains("warning: listening on 0.0.0.0 rather than loopback"));
 }
 

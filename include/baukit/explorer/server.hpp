@@ -20,8 +20,10 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <baukit/explorer/page.hpp>
 #include <baukit/explorer/session.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -176,7 +178,14 @@ class Server {
     if (port_ <= 0)
       throw std::runtime_error(fmt::format("explorer: cannot listen on {}:{} (in use, or not this machine's address)",
                                            options_.host(), options_.port()));
-    listener_ = std::thread([this] { http_.listen_after_bind(); });
+    listening_ended_ = false;
+    listener_ = std::thread([this] {
+      http_.listen_after_bind();
+      listening_ended_ = true;
+    });
+    // httplib's stop() does nothing until the accept loop runs, so a stop right after start (a signal, a failed
+    // test) would wait forever: start returns only once the loop is running (or has already ended).
+    while (!http_.is_running() && !listening_ended_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   /// Stops listening, finishes the connections being served and joins.
@@ -291,6 +300,7 @@ class Server {
   std::string token_;
   detail::HttpServer http_;
   std::thread listener_;
+  std::atomic<bool> listening_ended_{false};
   int port_ = -1;
 };
 

@@ -224,6 +224,12 @@ class Session {
             {"waiting", waiting_.load()}};
   }
 
+  /// Waits for the model and keeps requests off it while the returned lock lives: they wait (counted in `status`'s
+  /// `waiting`) or are refused as busy, as behind a running request. For the caller's own work on the model.
+  [[nodiscard]] std::unique_lock<std::timed_mutex> hold_model() {
+    return std::unique_lock<std::timed_mutex>(model_mutex_);
+  }
+
  private:
   void set_phase(std::string phase) {
     const std::lock_guard<std::mutex> lock(phase_mutex_);
@@ -284,17 +290,9 @@ class Session {
     nlohmann::json tokens = nlohmann::json::array(), views = nlohmann::json::array(),
                    statistics = nlohmann::json::array();
     for (const auto id : result.ids) tokens.push_back(visible_token(tokenizer_.decode(id)));
-    views.push_back({{"key", "lens"}, {"label", "lens (hidden states)"}});
-    views.push_back({{"key", "delta_lens"}, {"label", "delta lens (each layer's change)"}});
-    for (const auto& learned : result.learned)
-      views.push_back({{"key", learned.name}, {"label", learned.label + " (translated hidden states)"}});
-    for (const auto& statistic : lens_statistics()) {
-      if (statistic.needs_target && result.target < 0) continue;
-      auto label = statistic.label;
-      if (const auto at = label.find("{target}"); at != std::string::npos)
-        label.replace(at, 8, visible_token(tokenizer_.token_text(result.target)));
-      statistics.push_back({{"key", statistic.page_key}, {"label", label}});
-    }
+    for (const auto& view : lens_page_views(result)) views.push_back({{"key", view.key}, {"label", view.label}});
+    for (const auto& statistic : lens_page_statistics(result, tokenizer_))
+      statistics.push_back({{"key", statistic.key}, {"label", statistic.label}});
     return {{"model", name_},
             {"prompt", tokenizer_.decode(std::vector<int64_t>(result.ids.begin(), prompt_end))},
             {"continuation", tokenizer_.decode(std::vector<int64_t>(prompt_end, result.ids.end()))},

@@ -157,6 +157,36 @@ inline nlohmann::json lens_page_data(const LensResult& result, const Tokenizer& 
   return data;
 }
 
+/// A choice the lens page (and the explorer's) offers: a view, keyed as in `lens_page_data`'s `views`, or a
+/// statistic, keyed by its `page_key`; with the label shown for it.
+struct LensPageChoice {
+  std::string key;    ///< The view's or statistic's key.
+  std::string label;  ///< What the page's select shows.
+};
+
+/// The views `result` holds rows for, in the page's order: the lens, the delta lens, each learned lens.
+inline std::vector<LensPageChoice> lens_page_views(const LensResult& result) {
+  std::vector<LensPageChoice> views;
+  if (!result.lens.cells.empty()) views.push_back({"lens", "lens (hidden states)"});
+  if (!result.delta_lens.cells.empty()) views.push_back({"delta_lens", "delta lens (each layer's change)"});
+  for (const auto& learned : result.learned)
+    if (!learned.grid.cells.empty()) views.push_back({learned.name, learned.label + " (translated hidden states)"});
+  return views;
+}
+
+/// The statistics the page offers for `result`: those needing a target only when it has one, their labels naming it.
+inline std::vector<LensPageChoice> lens_page_statistics(const LensResult& result, const Tokenizer& tokenizer) {
+  std::vector<LensPageChoice> statistics;
+  for (const auto& statistic : lens_statistics()) {
+    if (statistic.needs_target && result.target < 0) continue;
+    auto label = statistic.label;
+    if (const auto at = label.find("{target}"); at != std::string::npos)
+      label.replace(at, 8, visible_token(tokenizer.token_text(result.target)));
+    statistics.push_back({statistic.page_key, std::move(label)});
+  }
+  return statistics;
+}
+
 /// The whole page as HTML. Data for the other view and statistics is embedded as JSON; a small script (the only
 /// one the page's Content-Security-Policy lets run) switches between them.
 inline std::string lens_page_html(const LensResult& result, const Tokenizer& tokenizer,
@@ -180,19 +210,13 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
       "}}</style>",
       nonce);
   const auto& shown = open_delta ? result.delta_lens : result.lens;
-  std::string learned_options;
-  for (const auto& learned : result.learned)
-    if (!learned.grid.cells.empty())
-      learned_options += "<option value=\"" + show::escape(learned.name) + "\">" + show::escape(learned.label) +
-                         " (translated hidden states)</option>";
-  std::string stat_options;
-  for (const auto& statistic : lens_statistics()) {
-    if (statistic.needs_target && result.target < 0) continue;
-    auto label = statistic.label;
-    if (const auto at = label.find("{target}"); at != std::string::npos)
-      label.replace(at, 8, visible_token(tokenizer.token_text(result.target)));
-    stat_options += "<option value=\"" + statistic.page_key + "\">" + show::escape(label) + "</option>";
-  }
+  std::string view_options, stat_options;
+  for (const auto& view : lens_page_views(result))
+    view_options += "<option value=\"" + show::escape(view.key) + "\"" +
+                    (view.key == (open_delta ? "delta_lens" : "lens") ? " selected" : "") + ">" +
+                    show::escape(view.label) + "</option>";
+  for (const auto& statistic : lens_page_statistics(result, tokenizer))
+    stat_options += "<option value=\"" + statistic.key + "\">" + show::escape(statistic.label) + "</option>";
   const auto split = result.ids.end() - static_cast<std::ptrdiff_t>(result.generated);
   const std::string continuation =
       result.generated ? "</span> Generated: <span id=\"generated\">" +
@@ -201,14 +225,8 @@ inline std::string lens_page_html(const LensResult& result, const Tokenizer& tok
   std::string body =
       "<h2>" + show::escape(options.title()) + "</h2>\n<p>Prompt: <span id=\"prompt\">" +
       show::escape(tokenizer.decode(std::vector<int64_t>(result.ids.begin(), split))) + continuation +
-      "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\">" +
-      (has_lens
-           ? std::string("<option value=\"lens\"") + (open_delta ? "" : " selected") + ">lens (hidden states)</option>"
-           : std::string()) +
-      (has_delta ? std::string("<option value=\"delta_lens\"") + (open_delta ? " selected" : "") +
-                       ">delta lens (each layer's change)</option>"
-                 : std::string()) +
-      learned_options + "</select></label><label>Text shows <select id=\"stat\">" + stat_options +
+      "</span></p>\n<p class=\"controls\"><label>View <select id=\"view\">" + view_options +
+      "</select></label><label>Text shows <select id=\"stat\">" + stat_options +
       "</select></label></p>\n<p>Background: magnitude <span class=\"legend\" style=\"background: linear-gradient(to "
       "right, white, " +
       detail::rgb(options.color()[0], options.color()[1], options.color()[2]) +
