@@ -82,17 +82,14 @@ inline int serve_command(int argc, char** argv, const LensCommandOptions& option
     if (!app.count("--model") && !fs::exists(model_dir / "config.json"))
       throw std::invalid_argument(
           fmt::format("no --model given, and the default model is not at {}", model_dir.string()));
-    if (device_name == "cuda" && !torch::cuda::is_available())
-      throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
+    baukit::detail::check_command_device(device_name);
     torch::set_num_threads(threads);
     baukit::detail::note_blas_kernels();
     const auto start = std::chrono::steady_clock::now();
     auto tokenizer = baukit::detail::load_command_tokenizer(model_dir, tokenizer_dir);
     auto model = models::from_pretrained(model_dir, device_name == "cuda" ? torch::kCUDA : torch::kCPU, false);
     set_requires_grad(false, model->module());
-    std::vector<std::shared_ptr<const LearnedLens> > learned;
-    if (!tuned_lens_dir.empty()) learned.push_back(load_tuned_lens(tuned_lens_dir).ptr());
-    if (!jacobian_lens_file.empty()) learned.push_back(load_jacobian_lens(jacobian_lens_file));
+    const auto learned = baukit::detail::load_command_lenses(tuned_lens_dir, jacobian_lens_file);
     for (const auto& lens : learned) lens->check_fits(model->num_layers(), model_width(*model));
     std::cerr << fmt::format("loaded {} ({} layers) in {:.2f} s\n", model_dir.string(), model->num_layers(),
                              baukit::detail::seconds_since(start));

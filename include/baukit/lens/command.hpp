@@ -101,8 +101,7 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     detail::CommandOutputs outputs(out, json_out);
     torch::set_num_threads(threads);
     detail::note_blas_kernels();
-    if (device_name == "cuda" && !torch::cuda::is_available())
-      throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
+    detail::check_command_device(device_name);
     const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
 
     nlohmann::ordered_json phases;
@@ -115,9 +114,7 @@ inline int lens_command(int argc, char** argv, const LensCommandOptions& options
     // caught by the lens, and then a scanning load names the weights at fault.
     auto model = baukit::models::from_pretrained(model_dir, device, /*check_finite=*/false);
     baukit::set_requires_grad(false, model->module());
-    std::vector<std::shared_ptr<const baukit::LearnedLens>> learned;
-    if (!tuned_lens_dir.empty()) learned.push_back(baukit::load_tuned_lens(tuned_lens_dir).ptr());
-    if (!jacobian_lens_file.empty()) learned.push_back(baukit::load_jacobian_lens(jacobian_lens_file));
+    const auto learned = detail::load_command_lenses(tuned_lens_dir, jacobian_lens_file);
     if (!learned.empty() && attention_rows)
       throw std::invalid_argument("--attention-rows: learned lenses translate block outputs only; leave one out");
     for (const auto& lens : learned) lens->check_fits(model->num_layers(), baukit::model_width(*model));

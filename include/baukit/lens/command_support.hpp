@@ -9,14 +9,18 @@
 
 #include <baukit/io/atomic_file.hpp>
 #include <baukit/kernels/blas.hpp>
+#include <baukit/lens/jacobian_lens.hpp>
+#include <baukit/lens/tuned_lens.hpp>
 #include <baukit/tokenizer.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace baukit {
 
@@ -86,6 +90,21 @@ inline Tokenizer load_command_tokenizer(const std::filesystem::path& model_dir,
                       "tokenizer.json or with vocab.json and merges.txt",
                       vocab_dir.string(), file));
   return Tokenizer(vocab_dir / "vocab.json", vocab_dir / "merges.txt", added);
+}
+
+/// Throws when `--device cuda` is asked of a build or machine without CUDA.
+inline void check_command_device(const std::string& device_name) {
+  if (device_name == "cuda" && !torch::cuda::is_available())
+    throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
+}
+
+/// The learned lenses of `--tuned-lens DIR` and `--jacobian-lens FILE` (either may be empty), in that order.
+inline std::vector<std::shared_ptr<const LearnedLens>> load_command_lenses(const std::filesystem::path& tuned_lens_dir,
+                                                                           const std::filesystem::path& jacobian_file) {
+  std::vector<std::shared_ptr<const LearnedLens>> learned;
+  if (!tuned_lens_dir.empty()) learned.push_back(load_tuned_lens(tuned_lens_dir).ptr());
+  if (!jacobian_file.empty()) learned.push_back(load_jacobian_lens(jacobian_file));
+  return learned;
 }
 
 /// A command's page (`--out`) and optional JSON (`--json`): opened before any work, so that an unwritable path fails

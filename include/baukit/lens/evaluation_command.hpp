@@ -147,17 +147,14 @@ inline int lens_evaluation_command(int argc, char** argv, const LensCommandOptio
           env, distributed::GroupOptions().timeout(std::chrono::seconds(timeout_s)).file_store(file_store));
       torch::set_num_threads(threads);
       if (writes) detail::note_blas_kernels();
-      if (device_name == "cuda" && !torch::cuda::is_available())
-        throw std::invalid_argument("--device cuda: this libtorch build has no CUDA, or no GPU is visible");
+      detail::check_command_device(device_name);
       const torch::Device device(device_name == "cuda" ? torch::Device(torch::kCUDA, static_cast<int>(env.local_rank))
                                                        : torch::Device(torch::kCPU));
       if (writes) progress.step(fmt::format("loading {} ...", model_dir.string()));
       const auto tokenizer = detail::load_command_tokenizer(model_dir, tokenizer_dir);
       auto model = models::from_pretrained(model_dir, device);
       set_requires_grad(false, model->module());
-      std::vector<std::shared_ptr<const LearnedLens>> learned;
-      if (!tuned_lens_dir.empty()) learned.push_back(load_tuned_lens(tuned_lens_dir).ptr());
-      if (!jacobian_lens_file.empty()) learned.push_back(load_jacobian_lens(jacobian_lens_file));
+      const auto learned = detail::load_command_lenses(tuned_lens_dir, jacobian_lens_file);
       if (window == 0) window = std::min<int64_t>(128, model->max_positions());
       if (window > model->max_positions())
         throw std::invalid_argument(
